@@ -1,0 +1,167 @@
+"""Raft's messages, as frozen dataclasses that cannot be built invalid.
+
+Names follow the Raft paper (Ongaro & Ousterhout 2014, Figure 2). The sender of a message is
+not a field: the transport knows it (the wire envelope carries it, the simulator passes it to
+``RaftCore.step``), so a message cannot lie about who sent it.
+
+Heartbeats are separate from AppendEntries, as in etcd-io/raft: a heartbeat carries no log
+position, so it never fails a consistency check while pipelined appends are still in flight,
+and it carries the ReadIndex context that confirms leadership for linearizable reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class EntryKind(enum.IntEnum):
+    """What a log entry holds. Values travel on the wire: append only."""
+
+    NORMAL = 0  # a client command for the state machine
+    NOOP = 1  # appended by every new leader (Raft §8): commits earlier terms' entries
+
+
+def _check_non_negative(**fields: int) -> None:
+    for name, value in fields.items():
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One log entry. ``client_id`` and ``seq`` identify a command so a retry applies once."""
+
+    term: int
+    index: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+    client_id: str = ""
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term, index=self.index, seq=self.seq)
+        if self.index == 0:
+            raise ValueError("log indexes start at 1")
+        if not isinstance(self.kind, EntryKind):
+            raise ValueError(f"kind must be an EntryKind, got {self.kind!r}")
+        if type(self.data) is not bytes:
+            raise ValueError("data must be bytes")
+        if type(self.client_id) is not str:
+            raise ValueError("client_id must be str")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestVote:
+    """Ask for a vote (Raft §5.2), or, with ``pre_vote``, ask whether a vote would be granted
+    (thesis §9.6) without anyone changing term. For a pre-vote, ``term`` is the term the
+    candidate would campaign in (its own plus one)."""
+
+    term: int
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term, last_log_index=self.last_log_index, last_log_term=self.last_log_term
+        )
+        if type(self.pre_vote) is not bool:
+            raise ValueError("pre_vote must be bool")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestVoteReply:
+    """A (pre-)vote answer. A granted reply carries the request's term (etcd-io/etcd#8243)."""
+
+    term: int
+    granted: bool
+    pre_vote: bool = False
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term)
+        if type(self.granted) is not bool or type(self.pre_vote) is not bool:
+            raise ValueError("granted and pre_vote must be bool")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendEntries:
+    """Replicate ``entries`` after (``prev_log_index``, ``prev_log_term``) (Raft §5.3)."""
+
+    term: int
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...]
+    leader_commit: int
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            prev_log_index=self.prev_log_index,
+            prev_log_term=self.prev_log_term,
+            leader_commit=self.leader_commit,
+        )
+        if type(self.entries) is not tuple or not all(type(e) is Entry for e in self.entries):
+            raise ValueError("entries must be a tuple of Entry")
+        expected = self.prev_log_index + 1
+        for entry in self.entries:
+            if entry.index != expected:
+                raise ValueError("entries must be consecutive, following prev_log_index")
+            if entry.term > self.term:
+                raise ValueError("an entry cannot be newer than the leader's term")
+            expected += 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendEntriesReply:
+    """Answer to AppendEntries. On success ``match_index`` is the last index now known to
+    match the leader. On rejection, (``hint_index``, ``hint_term``) let the leader skip back
+    a whole term at a time instead of one entry (Raft §5.3, the "fast back-off")."""
+
+    term: int
+    success: bool
+    match_index: int = 0
+    rejected_index: int = 0
+    hint_index: int = 0
+    hint_term: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            match_index=self.match_index,
+            rejected_index=self.rejected_index,
+            hint_index=self.hint_index,
+            hint_term=self.hint_term,
+        )
+        if type(self.success) is not bool:
+            raise ValueError("success must be bool")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """Leader liveness and commit propagation. ``commit`` is capped at what the follower is
+    known to match; ``read_ctx`` is the leader's latest ReadIndex round (thesis §6.4)."""
+
+    term: int
+    commit: int
+    read_ctx: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term, commit=self.commit, read_ctx=self.read_ctx)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatReply:
+    """Echoes the heartbeat's ``read_ctx`` so the leader can count ReadIndex confirmations."""
+
+    term: int
+    read_ctx: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term, read_ctx=self.read_ctx)
+
+
+RaftMessage = (
+    RequestVote | RequestVoteReply | AppendEntries | AppendEntriesReply | Heartbeat | HeartbeatReply
+)
+"""Every message the Raft core sends or accepts."""

@@ -1,0 +1,98 @@
+"""What a leader knows of each follower's log, and how fast it may send (etcd's tracker).
+
+A follower is either probed (``PROBE``: one AppendEntries at a time, waiting for the answer,
+used after a rejection or at the start of a term) or replicated to (``REPLICATE``: pipelined,
+``next`` moved forward optimistically, up to ``max_inflight`` unanswered appends). A rejection
+sends it back to probing; a success while probing lets it pipeline.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import final
+
+
+class ProgressState(enum.StrEnum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+
+
+@final
+class Progress:
+    """Replication state of one follower, kept by the leader.
+
+    Invariant: ``match < next``.
+    Invariant: ``inflights`` holds increasing last-indexes of unanswered appends (REPLICATE).
+    """
+
+    __slots__ = (
+        "inflights",
+        "last_heard_tick",
+        "match",
+        "max_inflight",
+        "next",
+        "probe_sent",
+        "state",
+    )
+
+    def __init__(self, *, next_index: int, max_inflight: int, now_tick: int) -> None:
+        self.match = 0
+        self.next = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False  # PROBE: an append is outstanding; wait for its answer
+        self.inflights: deque[int] = deque()
+        self.max_inflight = max_inflight
+        self.last_heard_tick = now_tick  # a new leader gives everyone one timeout of grace
+
+    def is_paused(self) -> bool:
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        return len(self.inflights) >= self.max_inflight
+
+    def maybe_update(self, match: int) -> bool:
+        """Record an acknowledged match index; True if it moved forward."""
+        updated = match > self.match
+        if updated:
+            self.match = match
+            self.probe_sent = False
+        self.next = max(self.next, match + 1)
+        while self.inflights and self.inflights[0] <= match:
+            self.inflights.popleft()
+        return updated
+
+    def maybe_decrease_to(self, rejected: int, hint_next: int) -> bool:
+        """Handle a rejection of the append whose ``prev_log_index`` was ``rejected``.
+
+        Returns False for a stale rejection (of an append older than what we know).
+        """
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+            self.next = self.match + 1
+            return True
+        if self.next - 1 != rejected:
+            return False
+        self.next = max(min(rejected, hint_next), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.inflights.clear()
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.inflights.clear()
+
+    def sent(self, last_index: int) -> None:
+        """An append carrying entries up to ``last_index`` was sent."""
+        if self.state is ProgressState.REPLICATE:
+            self.next = last_index + 1
+            self.inflights.append(last_index)
+        else:
+            self.probe_sent = True
