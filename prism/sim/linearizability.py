@@ -13,7 +13,10 @@ the same process. A ``fail`` operation definitely did not happen and is dropped.
 operation, or one never completed, may take effect at any instant after its invocation, or
 never: it gets a return time of +infinity. A read with an unknown outcome carries no
 information and is dropped. Intervals are closed: on equal timestamps, calls sort before
-returns, so two operations that touch at an instant are concurrent.
+returns, so two operations that touch at an instant are concurrent. Last, an operation of
+unknown outcome that sets a value no read returned and no cas expected is dropped: it can be
+moved to "never" in any linearization, and left in it would be tried at every point of the
+search (crashed writes of unique values are common, and each one can double the search space).
 
 *Per key.* Linearizability is compositional (Herlihy & Wing's locality, which Porcupine calls
 P-compositionality): a history is linearizable iff its restriction to each key is. The search
@@ -181,7 +184,24 @@ def _operations(events: Iterable[HistoryEvent]) -> dict[str, list[_Op]]:
         op = _make_op(invoke, completion)
         if op is not None:
             by_key.setdefault(invoke.key, []).append(op)
-    return by_key
+    pruned = {key: _without_unobserved(ops) for key, ops in by_key.items()}
+    return {key: ops for key, ops in pruned.items() if ops}
+
+
+def _without_unobserved(ops: list[_Op]) -> list[_Op]:
+    """Drop the operations of unknown outcome whose effect no operation could observe.
+
+    An unknown write of v, or an unknown cas setting v, where no read returned v and no cas
+    expected v, can be moved to "never" in any linearization: what follows it up to the next
+    write is then only unknown cas ops that did not fire, which can be moved to the end.
+    """
+    # A read's output and a cas's expected value are both held in ``arg``.
+    observed = {op.arg for op in ops if op.kind != _WRITE and op.arg is not None}
+    return [
+        op
+        for op in ops
+        if op.ret is not None or (op.new if op.kind == _CAS_UNKNOWN else op.arg) in observed
+    ]
 
 
 def _seconds(ns: int) -> str:

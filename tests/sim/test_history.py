@@ -45,7 +45,14 @@ SAMPLES = [
 
 def test_to_json_shape() -> None:
     data = to_json(_event(process=4, type="ok", f="cas", key="k3", value=(1, 2), time=99))
-    assert data == {"process": 4, "type": "ok", "f": "cas", "key": "k3", "value": [1, 2], "time": 99}
+    assert data == {
+        "process": 4,
+        "type": "ok",
+        "f": "cas",
+        "key": "k3",
+        "value": [1, 2],
+        "time": 99,
+    }
     assert list(data) == ["process", "type", "f", "key", "value", "time"]
     assert json.loads(json.dumps(data)) == data
 
@@ -103,7 +110,7 @@ def test_read_jsonl_names_the_bad_line() -> None:
     good = json.dumps(GOOD)
     with pytest.raises(ValueError, match="line 2"):
         read_jsonl([good, "{not json", good])
-    with pytest.raises(ValueError, match="line 3: .*lacks field"):
+    with pytest.raises(ValueError, match=r"line 3: .*lacks field"):
         read_jsonl([good, "", "{}"])
 
 
@@ -129,7 +136,9 @@ def test_history_records_pairs() -> None:
     events = history.events
     assert isinstance(events, tuple)
     assert events[2] == HistoryEvent(process=2, type="ok", f="read", key="a", value=5, time=120)
-    assert events[3] == HistoryEvent(process=1, type="info", f="write", key="a", value=None, time=130)
+    assert events[3] == HistoryEvent(
+        process=1, type="info", f="write", key="a", value=None, time=130
+    )
     assert [event.type for event in events] == ["invoke", "invoke", "ok", "info", "invoke", "fail"]
 
 

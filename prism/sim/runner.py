@@ -1,0 +1,532 @@
+"""The runner of a simulated Raft scenario: parameters, fault schedules, phases, verdict.
+
+A run has two phases (TigerBeetle's VOPR does the same): a *safety* phase of
+``duration_s`` in which the scenario's faults strike while clients keep working, then a
+*liveness* phase on a healed network (every cut healed, paused nodes resumed, crashed nodes
+restarted) in which the cluster must elect a leader, commit in its term and bring every node
+up to date within ``liveness_s``. The invariant checkers run throughout.
+
+The fault schedule is data (``Fault``: time, action, arguments) that can be printed, saved as
+JSON, replayed and shrunk. Arguments may name a node or a role (``leader``, ``follower``,
+``random``), resolved when the fault strikes from the run's ``faults`` random stream; the
+timeline records what it resolved to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prism.raft.config import RaftConfig
+from prism.raft.core import Role
+from prism.raft.messages import EntryKind
+from prism.sim.clients import ClientPool, Workload
+from prism.sim.cluster import RaftSim
+from prism.sim.history import HistoryEvent
+from prism.sim.invariants import INVARIANTS
+from prism.sim.linearizability import check_history
+from prism.sim.loop import NS_PER_S
+from prism.sim.network import LatencyKind, LinkSpec
+from prism.sim.rng import derive
+from prism.sim.timeline import TimelineEntry
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Params:
+    """Everything a run depends on besides the scenario's name."""
+
+    nodes: int = 5
+    seed: int = 1
+    duration_s: float | None = None  # None: the scenario's default
+    loss: float | None = None  # None: the scenario's default link
+    latency_ms: float | None = None
+    pre_vote: bool = True
+    check_quorum: bool = True
+    clients: int | None = None  # None: the scenario's workload
+    ops_per_s: float | None = None
+    liveness_s: float = 10.0
+    unsafe_commit_old_terms: bool = False
+    unsafe_skip_vote_log_check: bool = False
+    unsafe_local_reads: bool = False
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 1 <= self.nodes <= 64:
+            found.append("--nodes must be between 1 and 64")
+        if self.duration_s is not None and not 0 < self.duration_s <= 3600:
+            found.append("--duration must be between 0 and 3600 simulated seconds")
+        if self.loss is not None and not 0 <= self.loss < 1:
+            found.append("--loss is a fraction: at least 0 and below 1 (0.1 is 10%)")
+        if self.latency_ms is not None and not 0 <= self.latency_ms <= 10_000:
+            found.append("--latency must be between 0 and 10000 milliseconds")
+        if self.clients is not None and not 0 <= self.clients <= 100:
+            found.append("--clients must be between 0 and 100")
+        if self.ops_per_s is not None and not 0 < self.ops_per_s <= 10_000:
+            found.append("--rate must be between 0 and 10000 operations per second")
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    at_s: float
+    action: str
+    args: JsonDict = field(default_factory=dict)
+
+    def to_json(self) -> JsonDict:
+        return {"at_s": self.at_s, "action": self.action, "args": self.args}
+
+    @classmethod
+    def from_json(cls, data: object) -> Fault:
+        if not isinstance(data, dict):
+            raise ValueError("a fault is an object with at_s, action and args")
+        at_s, action, args = data.get("at_s"), data.get("action"), data.get("args", {})
+        if not isinstance(at_s, int | float) or isinstance(at_s, bool) or at_s < 0:
+            raise ValueError("fault at_s must be a non-negative number")
+        if action not in ACTIONS:
+            raise ValueError(f"unknown fault action {action!r}; known: {', '.join(ACTIONS)}")
+        if not isinstance(args, dict):
+            raise ValueError("fault args must be an object")
+        return cls(float(at_s), action, args)
+
+
+ACTIONS = (
+    "partition",
+    "isolate",
+    "cut",
+    "deafen",
+    "bridge",
+    "topology",
+    "heal",
+    "crash",
+    "restart",
+    "pause",
+    "resume",
+    "flap",
+)
+
+
+Schedule = list[Fault]
+ScheduleBuilder = Callable[[Params, float], Schedule]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    summary: str
+    duration_s: float
+    schedule: ScheduleBuilder
+    link: LinkSpec = field(default_factory=LinkSpec)
+    workload: Workload = field(default_factory=Workload)
+    expectations: tuple[Callable[[Runner], tuple[str, bool | str]], ...] = ()
+    script: Callable[[Runner], None] | None = None
+    raft: JsonDict = field(default_factory=dict)  # RaftConfig fields this scenario needs
+    swarm: bool = False  # the seed draws the link quality too
+
+
+@dataclass(slots=True)
+class SimResult:
+    scenario: str
+    seed: int
+    nodes: int
+    ok: bool
+    invariants: dict[str, bool | str]
+    expectations: dict[str, bool | str]
+    elections: int
+    leaders_by_term: dict[int, str]
+    writes: dict[str, int]
+    operations: dict[str, int]
+    messages: dict[str, int]
+    max_leaders_at_once: int
+    overlap_s: float
+    liveness_s: float | None
+    sim_seconds: float
+    wall_seconds: float
+    digest: str
+    schedule: list[Fault]
+    replay: str
+    params: JsonDict
+    timeline: list[TimelineEntry] = field(repr=False)
+    history: tuple[HistoryEvent, ...] = field(repr=False)
+
+    def to_json(self) -> JsonDict:
+        return {
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "nodes": self.nodes,
+            "ok": self.ok,
+            "invariants": self.invariants,
+            "expectations": self.expectations,
+            "elections": self.elections,
+            "leaders_by_term": {str(t): n for t, n in sorted(self.leaders_by_term.items())},
+            "max_leaders_at_once": self.max_leaders_at_once,
+            "overlap_seconds": round(self.overlap_s, 3),
+            "writes": self.writes,
+            "operations": self.operations,
+            "messages": self.messages,
+            "liveness_seconds": None if self.liveness_s is None else round(self.liveness_s, 3),
+            "sim_seconds": round(self.sim_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "digest": self.digest,
+            "params": self.params,
+            "schedule": [f.to_json() for f in self.schedule],
+            "replay": self.replay,
+        }
+
+
+class Runner:
+    """Runs one scenario: builds the cluster, applies the faults, then judges the run."""
+
+    def __init__(
+        self, scenario: Scenario, params: Params, schedule: Schedule | None = None
+    ) -> None:
+        problems = params.problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        self.scenario = scenario
+        self.params = params
+        self.duration_s = params.duration_s or scenario.duration_s
+        link = swarm_link(params.seed) if scenario.swarm else scenario.link
+        if params.loss is not None:
+            link = dataclasses.replace(link, loss=params.loss)
+        if params.latency_ms is not None:
+            link = dataclasses.replace(link, latency_ms=params.latency_ms)
+        self.link = link
+        config = dataclasses.replace(
+            RaftConfig.lan(),
+            pre_vote=params.pre_vote,
+            check_quorum=params.check_quorum,
+            unsafe_commit_old_terms=params.unsafe_commit_old_terms,
+            unsafe_skip_vote_log_check=params.unsafe_skip_vote_log_check,
+            unsafe_local_reads=params.unsafe_local_reads,
+            **scenario.raft,
+        )
+        self.sim = RaftSim(nodes=params.nodes, seed=params.seed, config=config, link=link)
+        workload = dataclasses.replace(
+            scenario.workload,
+            clients=scenario.workload.clients if params.clients is None else params.clients,
+            ops_per_s=scenario.workload.ops_per_s if params.ops_per_s is None else params.ops_per_s,
+        )
+        self.clients = ClientPool(self.sim, workload, seed=params.seed)
+        self.rng = derive(params.seed, "faults")
+        self.schedule = (
+            schedule if schedule is not None else scenario.schedule(params, self.duration_s)
+        )
+        self.applied: list[tuple[float, str, str]] = []  # (time, action, what it resolved to)
+        self.heal_ns = 0
+
+    # ---- node selectors
+    def resolve(self, who: object) -> str | None:
+        sim = self.sim
+        up = [n.id for n in sim.up_nodes()]
+        if who == "leader":
+            return sim.leader() or (self.rng.choice(up) if up else None)
+        if who == "follower":
+            leader = sim.leader()
+            followers = [n for n in up if n != leader]
+            return self.rng.choice(followers) if followers else None
+        if who == "random":
+            return self.rng.choice(up) if up else None
+        if isinstance(who, str) and who in sim.nodes:
+            return who
+        raise ValueError(f"unknown node {who!r}")
+
+    def note(self, text: str) -> None:
+        self.sim.timeline.add(self.sim.loop.now_ns, "-", text)
+        self.applied.append((self.sim.loop.now_ns / NS_PER_S, "fault", text))
+
+    def apply(self, fault: Fault) -> None:
+        sim, net, args = self.sim, self.sim.network, fault.args
+        action = fault.action
+        if action == "partition":
+            groups = args.get("groups")
+            if groups is None:
+                leader = self.resolve("leader")
+                others = [n for n in sim.ids if n != leader]
+                self.rng.shuffle(others)
+                size = int(args.get("leader_side", 2)) - 1
+                groups = [sorted([leader, *others[:size]]), sorted(others[size:])]
+            net.partition(groups)
+            self.note("partition " + "|".join("{" + ",".join(g) + "}" for g in groups))
+        elif action == "isolate":
+            node = self.resolve(args.get("node", "leader"))
+            if node:
+                net.isolate(node)
+                self.note(f"isolate {node}")
+        elif action == "cut":
+            src, dst = self.resolve(args["src"]), self.resolve(args["dst"])
+            if src and dst and src != dst:
+                net.cut(src, dst)
+                self.note(f"cut {src}->{dst} (one way)")
+        elif action == "deafen":
+            node = self.resolve(args.get("node", "follower"))
+            if node:
+                for other in sim.ids:
+                    if other != node:
+                        net.cut(other, node)
+                self.note(f"deafen {node}: it can send but not receive")
+        elif action == "bridge":
+            self._bridge(args)
+        elif action == "topology":
+            self._topology(args)
+        elif action == "heal":
+            net.heal()
+            net.filters.clear()
+            self.note("heal: every link restored")
+        elif action == "crash":
+            node = self.resolve(args.get("node", "leader"))
+            if node:
+                sim.crash(node)
+        elif action == "restart":
+            who = args.get("node", "all")
+            for node in sim.ids if who == "all" else [self.resolve(who)]:
+                if node:
+                    sim.restart(node)
+        elif action == "pause":
+            node = self.resolve(args.get("node", "leader"))
+            if node:
+                sim.pause(node)
+        elif action == "resume":
+            who = args.get("node", "all")
+            for node in sim.ids if who == "all" else [self.resolve(who)]:
+                if node:
+                    sim.resume(node)
+        elif action == "flap":
+            self._flap(args)
+        else:
+            raise ValueError(f"unknown fault action {action!r}")
+
+    def _bridge(self, args: JsonDict) -> None:
+        bridge = self.resolve(args.get("bridge", "follower"))
+        leader = self.sim.leader()
+        others = [n for n in self.sim.ids if n not in (bridge, leader)]
+        self.rng.shuffle(others)
+        half = (len(self.sim.ids) - 1) // 2
+        left = sorted([n for n in [leader] if n] + others[: half - (1 if leader else 0)])
+        right = sorted(n for n in others if n not in left)
+        net = self.sim.network
+        net.partition([left, right])
+        if bridge:
+            for node in self.sim.ids:
+                net.heal_link(bridge, node)
+                net.heal_link(node, bridge)
+        self.note(f"bridge {{{','.join(left)}}}-{bridge}-{{{','.join(right)}}}")
+
+    def _topology(self, args: JsonDict) -> None:
+        """Partial connectivity (raft-anchors (b) 5): the leader's side is a full mesh of
+        three; each remaining node reaches exactly one of the others."""
+        sim, net = self.sim, self.sim.network
+        leader = self.resolve("leader")
+        assert leader is not None
+        others = [n for n in sim.ids if n != leader]
+        self.rng.shuffle(others)
+        if args.get("leader_poorly_connected"):
+            core, poor = others[:3], [leader, *others[3:]]
+        else:
+            core, poor = [leader, *others[:2]], others[2:]
+        net.partition([[n] for n in sim.ids])
+        for a in core:
+            for b in core:
+                if a != b:
+                    net.heal_link(a, b)
+        links = []
+        for i, node in enumerate(poor):
+            peer = core[1 + i % (len(core) - 1)] if len(core) > 1 else core[0]
+            net.heal_link(node, peer)
+            net.heal_link(peer, node)
+            links.append(f"{node}<->{peer}")
+        self.note(f"partial connectivity: mesh {{{','.join(sorted(core))}}}, " + ", ".join(links))
+
+    def _flap(self, args: JsonDict) -> None:
+        a, b = self.resolve(args.get("a", "leader")), self.resolve(args.get("b", "follower"))
+        if not a or not b or a == b:
+            return
+        period_ns = int(float(args.get("period_s", 0.2)) * NS_PER_S)
+        until_ns = int(float(args.get("until_s", self.duration_s)) * NS_PER_S)
+        net = self.sim.network
+        self.note(f"flapping link {a}<->{b} every {period_ns / 1e6:.0f} ms")
+
+        def toggle(down: bool) -> None:
+            if self.sim.loop.now_ns >= until_ns:
+                net.heal_link(a, b)
+                net.heal_link(b, a)
+                return
+            if down:
+                net.cut(a, b)
+                net.cut(b, a)
+            else:
+                net.heal_link(a, b)
+                net.heal_link(b, a)
+            self.sim.loop.call_later(period_ns, lambda: toggle(not down))
+
+        toggle(True)
+
+    # ---- the run
+    def run(self) -> SimResult:
+        started = time.perf_counter()
+        sim = self.sim
+        for fault in sorted(self.schedule, key=lambda f: f.at_s):
+            sim.loop.call_at(int(fault.at_s * NS_PER_S), lambda f=fault: self.apply(f))  # type: ignore[misc]
+        self.clients.start()
+        if self.scenario.script is not None:
+            self.scenario.script(self)
+        end_ns = int(self.duration_s * NS_PER_S)
+        if sim.loop.now_ns < end_ns:
+            sim.loop.run_until(end_ns)
+        liveness = self._liveness_phase()
+        self.clients.stop()
+        sim.run_for(3.0, lambda: not self.clients.busy())
+        return self._judge(liveness, time.perf_counter() - started)
+
+    def heal_everything(self) -> None:
+        sim = self.sim
+        sim.network.heal()
+        sim.network.filters.clear()
+        sim.network.set_all_links(self.link)
+        for node in sim.ids:
+            sim.resume(node)
+            sim.restart(node)
+        sim.timeline.add(sim.loop.now_ns, "-", "liveness phase: network healed, all nodes up")
+
+    def _liveness_phase(self) -> float | None:
+        sim = self.sim
+        self.heal_everything()
+        self.heal_ns = sim.loop.now_ns
+
+        def recovered() -> bool:
+            leader = sim.leader()
+            if leader is None:
+                return False
+            core = sim.nodes[leader].core
+            assert core is not None
+            if core.log.term_at(core.commit) != core.term:
+                return False
+            return all(n.kv.applied_index >= core.commit for n in sim.nodes.values())
+
+        if sim.run_for(self.params.liveness_s, recovered):
+            took = (sim.loop.now_ns - self.heal_ns) / NS_PER_S
+            sim.timeline.add(sim.loop.now_ns, "-", f"recovered {took:.3f}s after the heal")
+            return took
+        return None
+
+    def _judge(self, liveness: float | None, wall_s: float) -> SimResult:
+        sim, checkers = self.sim, self.sim.checkers
+        leader = sim.leader()
+        final = sim.nodes[leader].core if leader else None
+        final_log = final.log if final is not None else None
+        lost = checkers.lost_writes(final_log, final.commit if final is not None else 0)
+        if lost:
+            checkers.fail(
+                "no-lost-acked-write",
+                sim.loop.now_ns,
+                f"{len(lost)} acknowledged writes missing from the final committed log, "
+                f"first {lost[0][0]}#{lost[0][1]}",
+            )
+        lin = check_history(self.clients.history.events)
+        if lin.verdict == "violation":
+            checkers.fail("linearizable", sim.loop.now_ns, lin.detail)
+        invariants: dict[str, bool | str] = {}
+        for name in INVARIANTS:
+            violation = checkers.violations.get(name)
+            invariants[name] = (
+                True
+                if violation is None
+                else (f"{violation.time_ns / NS_PER_S:.3f}s: {violation.detail}")
+            )
+        if lin.verdict == "unknown":
+            invariants["linearizable"] = f"unknown: {lin.detail}"
+        if liveness is None:
+            invariants["liveness"] = (
+                f"no leader with all nodes caught up within {self.params.liveness_s}s of the heal"
+            )
+        expectations = dict(check(self) for check in self.scenario.expectations)
+        committed = 0
+        if final is not None:
+            seen = set()
+            for entry in final.log.slice(1, final.commit + 1):
+                if entry.kind is EntryKind.NORMAL:
+                    seen.add((entry.client_id, entry.seq))
+            committed = len(seen)
+        stats = self.clients.stats
+        acknowledged = stats["write.ok"] + stats["cas.ok"]
+        ok = all(v is True for k, v in invariants.items() if k != "linearizable") and (
+            invariants["linearizable"] is True or lin.verdict == "unknown"
+        )
+        ok = ok and all(
+            v is True or str(v).startswith("not checked") for v in expectations.values()
+        )
+        return SimResult(
+            scenario=self.scenario.name,
+            seed=self.params.seed,
+            nodes=self.params.nodes,
+            ok=ok,
+            invariants=invariants,
+            expectations=expectations,
+            elections=sim.elections,
+            leaders_by_term=dict(sorted(checkers.leaders_by_term.items())),
+            writes={"acknowledged": acknowledged, "committed": committed, "lost": len(lost)},
+            operations=dict(sorted(stats.items())),
+            messages=dict(sorted(sim.network.stats.items())),
+            max_leaders_at_once=sim.max_leaders_at_once,
+            overlap_s=sim.overlap_ns / NS_PER_S,
+            liveness_s=liveness,
+            sim_seconds=sim.loop.now_ns / NS_PER_S,
+            wall_seconds=wall_s,
+            digest=sim.timeline.digest(),
+            schedule=list(self.schedule),
+            replay=replay_command(self.scenario.name, self.params),
+            params=dataclasses.asdict(self.params),
+            timeline=list(sim.timeline.entries),
+            history=self.clients.history.events,
+        )
+
+    # ---- helpers for expectations and scripts
+    def elections_between(self, start_s: float, end_s: float) -> int:
+        lo, hi = int(start_s * NS_PER_S), int(end_s * NS_PER_S)
+        return sum(
+            1
+            for e in self.sim.timeline.entries
+            if lo <= e.time_ns < hi and e.text.startswith("became leader")
+        )
+
+    def leader_role(self, node: str) -> Role | None:
+        core = self.sim.nodes[node].core
+        return core.role if core is not None else None
+
+
+def swarm_link(seed: int) -> LinkSpec:
+    """The seed also draws the network's quality (swarm testing, as VOPR does)."""
+    rng = derive(seed, "swarm")
+    return LinkSpec(
+        latency_ms=rng.choice([0.2, 1.0, 5.0]),
+        jitter_ms=rng.choice([0.1, 1.0, 5.0]),
+        kind=rng.choice(list(LatencyKind)),
+        loss=rng.choice([0.0, 0.0, 0.01, 0.05, 0.1]),
+        duplicate=rng.choice([0.0, 0.01, 0.05]),
+        reorder=rng.choice([0.0, 0.01, 0.1]),
+    )
+
+
+def replay_command(name: str, params: Params) -> str:
+    parts = [f"prismctl sim run {name} --seed {params.seed} --nodes {params.nodes}"]
+    if params.duration_s is not None:
+        parts.append(f"--duration {params.duration_s:g}")
+    if params.loss is not None:
+        parts.append(f"--loss {params.loss:g}")
+    if params.latency_ms is not None:
+        parts.append(f"--latency {params.latency_ms:g}")
+    if not params.pre_vote:
+        parts.append("--no-prevote")
+    if not params.check_quorum:
+        parts.append("--no-check-quorum")
+    if params.clients is not None:
+        parts.append(f"--clients {params.clients}")
+    if params.ops_per_s is not None:
+        parts.append(f"--rate {params.ops_per_s:g}")
+    unsafe = ("unsafe_commit_old_terms", "unsafe_skip_vote_log_check", "unsafe_local_reads")
+    parts.extend("--" + flag.replace("_", "-") for flag in unsafe if getattr(params, flag))
+    return " ".join(parts)
