@@ -478,7 +478,7 @@ class RaftCore:
             self._become_follower(msg.term, src, reason="leader_seen")
         self.leader = src
         self._election_elapsed = 0
-        self._commit_to(msg.commit)
+        self._commit_to(min(msg.commit, self.log.last_index))
         self._messages_after_persist.append(
             Outbound(src, HeartbeatReply(term=self.term, read_ctx=msg.read_ctx))
         )

@@ -66,9 +66,11 @@ class Progress:
 
         Returns False for a stale rejection (of an append older than what we know).
         """
+        if rejected <= self.match:
+            # A follower cannot lack an entry it acknowledged: a stale (reordered) reply.
+            # Resending at once would loop at network speed; the next heartbeat retries.
+            return False
         if self.state is ProgressState.REPLICATE:
-            if rejected <= self.match:
-                return False
             self.next = self.match + 1
             return True
         if self.next - 1 != rejected:

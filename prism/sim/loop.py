@@ -7,9 +7,9 @@ stays a pure function of the seed.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import final
 
 NS_PER_MS = 1_000_000
@@ -18,10 +18,17 @@ NS_PER_S = 1_000_000_000
 
 @final
 class EventLoop:
+    """Events are heap entries ``(time, same-instant draw, sequence, callback)``.
+
+    The loop runs every event of a simulation, so its two hot paths (scheduling and the
+    ``run_until`` loop) bind what they use to locals; keep them lean.
+    """
+
     def __init__(self, rng: random.Random) -> None:
         self.now_ns = 0
         self.events_run = 0
         self._rng = rng
+        self._draw = rng.random  # one draw per scheduled event orders same-instant events
         self._seq = 0
         self._heap: list[tuple[int, float, int, Callable[[], None]]] = []
 
@@ -29,20 +36,35 @@ class EventLoop:
         if at_ns < self.now_ns:
             raise ValueError("cannot schedule in the past")
         self._seq += 1
-        heapq.heappush(self._heap, (at_ns, self._rng.random(), self._seq, callback))
+        heappush(self._heap, (at_ns, self._draw(), self._seq, callback))
 
     def call_later(self, delay_ns: int, callback: Callable[[], None]) -> None:
-        self.call_at(self.now_ns + max(0, delay_ns), callback)
+        # call_at inlined: a negative delay means now, so the past check cannot fail.
+        at_ns = self.now_ns + delay_ns if delay_ns > 0 else self.now_ns
+        self._seq += 1
+        heappush(self._heap, (at_ns, self._draw(), self._seq, callback))
 
     def run_until(self, end_ns: int, stop: Callable[[], bool] | None = None) -> bool:
         """Run events up to ``end_ns``; with ``stop``, return True as soon as it holds."""
         heap = self._heap
-        while heap and heap[0][0] <= end_ns:
-            at_ns, _, _, callback = heapq.heappop(heap)
-            self.now_ns = at_ns
-            self.events_run += 1
-            callback()
-            if stop is not None and stop():
-                return True
-        self.now_ns = max(self.now_ns, end_ns)
+        ran = 0
+        try:
+            if stop is None:
+                while heap and heap[0][0] <= end_ns:
+                    event = heappop(heap)
+                    self.now_ns = event[0]
+                    ran += 1
+                    event[3]()
+            else:
+                while heap and heap[0][0] <= end_ns:
+                    event = heappop(heap)
+                    self.now_ns = event[0]
+                    ran += 1
+                    event[3]()
+                    if stop():
+                        return True
+        finally:
+            self.events_run += ran
+        if self.now_ns < end_ns:
+            self.now_ns = end_ns
         return stop is not None and stop()

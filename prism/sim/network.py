@@ -14,6 +14,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import final
 
 from prism.sim.loop import NS_PER_MS, EventLoop
@@ -46,18 +47,24 @@ class LinkSpec:
             raise ValueError("latency and jitter must not be negative")
 
     def draw_delay_ns(self, rng: random.Random) -> int:
+        # ``rng.uniform(0.0, b)`` computes ``0.0 + (b - 0.0) * rng.random()``, which is
+        # exactly ``b * rng.random()``: the same draw, without a Python-level call.
         base = self.latency_ms
-        if self.kind is LatencyKind.UNIFORM:
-            delay = base + rng.uniform(0.0, self.jitter_ms)
-        elif self.kind is LatencyKind.LONG_TAIL:
+        kind = self.kind
+        if kind is _UNIFORM:
+            delay = base + self.jitter_ms * rng.random()
+        elif kind is _LONG_TAIL:
             # Pareto with shape 2: median about 1.4x the base, 1% beyond 10x.
             delay = base * rng.paretovariate(2.0)
         else:
             delay = base
         if self.reorder and rng.random() < self.reorder:
-            delay += rng.uniform(0.0, 10.0 * max(base, 0.1))
+            delay += 10.0 * max(base, 0.1) * rng.random()
         return max(1, math.ceil(delay * NS_PER_MS))
 
+
+_UNIFORM = LatencyKind.UNIFORM
+_LONG_TAIL = LatencyKind.LONG_TAIL
 
 Deliver = Callable[[str, str, object], None]
 Filter = Callable[[str, str, object], bool]
@@ -77,7 +84,9 @@ class Network:
                     self._rngs[src, dst] = derive(seed, f"net/{src}->{dst}")
         self._cut: set[tuple[str, str]] = set()  # only tested for membership
         self.filters: list[Filter] = []  # scenario hooks: return True to drop a message
-        self.stats: Counter[str] = Counter()
+        # Counted in plain attributes (the hot path); ``stats`` gathers them.
+        self._sent = self._delivered = self._duplicated = 0
+        self._dropped_cut = self._dropped_filter = self._dropped_loss = 0
 
     # ---- faults
     def set_link(self, src: str, dst: str, spec: LinkSpec) -> None:
@@ -118,30 +127,42 @@ class Network:
         return (src, dst) in self._cut
 
     # ---- traffic
+    @property
+    def stats(self) -> Counter[str]:
+        """Message counts by outcome; an outcome that never happened is absent."""
+        counts = {
+            "sent": self._sent,
+            "delivered": self._delivered,
+            "dropped_cut": self._dropped_cut,
+            "dropped_filter": self._dropped_filter,
+            "dropped_loss": self._dropped_loss,
+            "duplicated": self._duplicated,
+        }
+        return Counter({key: count for key, count in counts.items() if count})
+
     def send(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
-        self.stats["sent"] += 1
-        if (src, dst) in self._cut:
-            self.stats["dropped_cut"] += 1
+        self._sent += 1
+        link = (src, dst)
+        if link in self._cut:
+            self._dropped_cut += 1
             return
-        if any(f(src, dst, message) for f in self.filters):
-            self.stats["dropped_filter"] += 1
+        if self.filters and any(f(src, dst, message) for f in self.filters):
+            self._dropped_filter += 1
             return
-        spec = self._links[src, dst]
-        rng = self._rngs[src, dst]
+        spec = self._links[link]
+        rng = self._rngs[link]
         if spec.loss and rng.random() < spec.loss:
-            self.stats["dropped_loss"] += 1
+            self._dropped_loss += 1
             return
-        copies = 2 if spec.duplicate and rng.random() < spec.duplicate else 1
-        if copies == 2:
-            self.stats["duplicated"] += 1
-        for _ in range(copies):
-            self._loop.call_later(
-                spec.draw_delay_ns(rng), lambda: self._arrive(src, dst, message, deliver)
-            )
+        arrive = partial(self._arrive, src, dst, message, deliver)
+        if spec.duplicate and rng.random() < spec.duplicate:
+            self._duplicated += 1
+            self._loop.call_later(spec.draw_delay_ns(rng), arrive)
+        self._loop.call_later(spec.draw_delay_ns(rng), arrive)
 
     def _arrive(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
         if (src, dst) in self._cut:
-            self.stats["dropped_cut"] += 1
+            self._dropped_cut += 1
             return
-        self.stats["delivered"] += 1
+        self._delivered += 1
         deliver(src, dst, message)

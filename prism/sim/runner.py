@@ -375,11 +375,23 @@ class Runner:
         if self.scenario.script is not None:
             self.scenario.script(self)
         end_ns = int(self.duration_s * NS_PER_S)
-        if sim.loop.now_ns < end_ns:
-            sim.loop.run_until(end_ns)
+
+        def violated() -> bool:
+            return bool(sim.checkers.violations)
+
+        if sim.loop.now_ns < end_ns and not violated():
+            sim.loop.run_until(end_ns, violated)
+        if violated():
+            # Like VOPR, stop soon after the first violation: what follows a broken safety
+            # rule is noise (and a broken build can spin), and liveness is moot.
+            sim.run_for(1.0)
+            sim.timeline.add(sim.loop.now_ns, "-", "stopped: a safety invariant broke")
+            self.clients.stop()
+            return self._judge(None, time.perf_counter() - started, stopped=True)
         liveness = self._liveness_phase()
         self.clients.stop()
-        sim.run_for(3.0, lambda: not self.clients.busy())
+        # Let the last operations finish on a settled cluster before judging it.
+        sim.run_for(5.0, lambda: not self.clients.busy() and self.recovered())
         return self._judge(liveness, time.perf_counter() - started)
 
     def heal_everything(self) -> None:
@@ -392,31 +404,42 @@ class Runner:
             sim.restart(node)
         sim.timeline.add(sim.loop.now_ns, "-", "liveness phase: network healed, all nodes up")
 
+    def recovered(self) -> bool:
+        """One leader that every node follows, in the highest term, committed in its own
+        term, and every node has applied what it committed."""
+        sim = self.sim
+        leader = sim.leader()
+        if leader is None:
+            return False
+        core = sim.nodes[leader].core
+        assert core is not None
+        if core.log.term_at(core.commit) != core.term:
+            return False
+        for node in sim.nodes.values():
+            other = node.core
+            if other is None or node.paused or other.term != core.term:
+                return False
+            if other.leader != leader or node.kv.applied_index < core.commit:
+                return False
+        return True
+
     def _liveness_phase(self) -> float | None:
         sim = self.sim
         self.heal_everything()
         self.heal_ns = sim.loop.now_ns
-
-        def recovered() -> bool:
-            leader = sim.leader()
-            if leader is None:
-                return False
-            core = sim.nodes[leader].core
-            assert core is not None
-            if core.log.term_at(core.commit) != core.term:
-                return False
-            return all(n.kv.applied_index >= core.commit for n in sim.nodes.values())
-
-        if sim.run_for(self.params.liveness_s, recovered):
+        if sim.run_for(self.params.liveness_s, self.recovered):
             took = (sim.loop.now_ns - self.heal_ns) / NS_PER_S
             sim.timeline.add(sim.loop.now_ns, "-", f"recovered {took:.3f}s after the heal")
             return took
         return None
 
-    def _judge(self, liveness: float | None, wall_s: float) -> SimResult:
+    def _judge(self, liveness: float | None, wall_s: float, *, stopped: bool = False) -> SimResult:
         sim, checkers = self.sim, self.sim.checkers
+        cores = [n.core for n in sim.nodes.values() if n.core is not None]
         leader = sim.leader()
         final = sim.nodes[leader].core if leader else None
+        if final is None and cores:  # no leader at the end: judge the most advanced log
+            final = max(cores, key=lambda c: c.commit)
         final_log = final.log if final is not None else None
         lost = checkers.lost_writes(final_log, final.commit if final is not None else 0)
         if lost:
@@ -439,7 +462,9 @@ class Runner:
             )
         if lin.verdict == "unknown":
             invariants["linearizable"] = f"unknown: {lin.detail}"
-        if liveness is None:
+        if stopped:
+            invariants["liveness"] = "not checked: the run stopped at a safety violation"
+        elif liveness is None:
             invariants["liveness"] = (
                 f"no leader with all nodes caught up within {self.params.liveness_s}s of the heal"
             )
@@ -453,8 +478,10 @@ class Runner:
             committed = len(seen)
         stats = self.clients.stats
         acknowledged = stats["write.ok"] + stats["cas.ok"]
-        ok = all(v is True for k, v in invariants.items() if k != "linearizable") and (
-            invariants["linearizable"] is True or lin.verdict == "unknown"
+        ok = (
+            not stopped
+            and all(v is True for k, v in invariants.items() if k != "linearizable")
+            and (invariants["linearizable"] is True or lin.verdict == "unknown")
         )
         ok = ok and all(
             v is True or str(v).startswith("not checked") for v in expectations.values()

@@ -20,11 +20,12 @@ from prism.sim.rng import derive
 from prism.sim.runner import Fault, Params, Runner, Scenario, Schedule, SimResult
 
 Expectation = tuple[str, bool | str]
-NOT_CHECKED = "not checked: needs pre-vote and check-quorum"
+NOT_CHECKED = "not checked: needs pre-vote, check-quorum and at least 3 nodes"
 
 
 def _protected(runner: Runner) -> bool:
-    return runner.params.pre_vote and runner.params.check_quorum
+    params = runner.params
+    return params.pre_vote and params.check_quorum and params.nodes >= 3
 
 
 def _fault_window(runner: Runner, action: str) -> tuple[float, float]:
@@ -72,6 +73,8 @@ def expect_step_down(action: str, why: str) -> object:
 
 def expect_paused_leader_deposed(runner: Runner) -> Expectation:
     name = "paused-leader-deposed"
+    if runner.params.nodes < 3:
+        return name, NOT_CHECKED
     start, _ = _fault_window(runner, "pause")
     resumes = [f.at_s for f in runner.schedule if f.action == "resume"]
     end = resumes[0] + 2.0 if resumes else runner.duration_s

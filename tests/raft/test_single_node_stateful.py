@@ -135,7 +135,9 @@ class SingleCore(RuleBasedStateMachine):
     def drain(self) -> None:
         """The Ready loop of ``prism.raft.ready``, checking each Ready."""
         core = self.core
-        while core.has_ready():
+        for _ in range(1000):
+            if not core.has_ready():
+                break
             ready = core.ready()
             self.check_ready(ready)
             self.send(ready.messages)
@@ -145,6 +147,8 @@ class SingleCore(RuleBasedStateMachine):
                 assert self.applied.setdefault(entry.index, entry) == entry, "commit changed"
                 self.kv.apply(entry)
             core.advance(ready)
+        else:
+            raise AssertionError("the core always has a Ready")
         self.after_step()
 
     def after_step(self) -> None:
