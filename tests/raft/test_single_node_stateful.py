@@ -37,9 +37,9 @@ from prism.raft.messages import (
     RequestVote,
     RequestVoteReply,
 )
-from prism.raft.ready import Outbound, Ready
+from prism.raft.ready import HardState, Outbound, Ready
 from prism.raft.storage import MemoryStorage
-from tests.raft.cluster import put
+from tests.raft.cluster import entries_with_terms, put
 
 # Short timeouts and small windows, so a few dozen steps reach every code path.
 CONFIG = RaftConfig(
@@ -160,6 +160,9 @@ class SingleCore(RuleBasedStateMachine):
         if state.vote is not None:
             self.record_vote(state.term, state.vote)
         assert core.commit >= self.commit, "commit went down"
+        if core.role is Role.LEADER and core.commit > self.commit:
+            # Raft §5.4.2: a leader commits by counting only entries of its own term.
+            assert core.log.term_at(core.commit) == core.term, "committed an old term's entry"
         self.commit = core.commit
         assert core.commit <= core.log.last_index
         assert self.kv.applied_index == core.commit
@@ -173,6 +176,8 @@ class SingleCore(RuleBasedStateMachine):
             self.leading = (core.term, log)
         else:
             self.leading = None
+            # Thesis §6.4: a node that stops leading answers every read it held (dropped).
+            assert not self.reads_open, f"reads {self.reads_open} left pending"
 
     # ------------------------------------------------------------------ messages
 
@@ -242,11 +247,19 @@ class SingleCore(RuleBasedStateMachine):
         size=st.sampled_from([3, 5]),
         pre_vote=st.booleans(),
         check_quorum=st.booleans(),
+        terms=st.lists(st.integers(1, 3), max_size=5),
     )
-    def start(self, seed: int, size: int, pre_vote: bool, check_quorum: bool) -> None:
+    def start(
+        self, seed: int, size: int, pre_vote: bool, check_quorum: bool, terms: list[int]
+    ) -> None:
+        """Boot, possibly from a disk holding uncommitted entries of earlier terms (the
+        start of Raft Figure 8)."""
         self.seed = seed
         self.voters = [f"n{i}" for i in range(1, size + 1)]
         self.config = dataclasses.replace(CONFIG, pre_vote=pre_vote, check_quorum=check_quorum)
+        self.storage.entries = entries_with_terms(sorted(terms))
+        self.storage.hard_state = HardState(term=max(terms, default=0))
+        self.max_term = self.storage.hard_state.term
         self.boot()
 
     @rule(data=st.data())
