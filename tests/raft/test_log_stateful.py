@@ -257,7 +257,7 @@ class RaftLogMachine(RuleBasedStateMachine):
         assert terms == sorted(terms)
 
 
-TestRaftLog = RaftLogMachine.TestCase
+TestRaftLog = pytest.mark.slow(RaftLogMachine.TestCase)
 TestRaftLog.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 

@@ -97,6 +97,13 @@ def test_election_elects_single_leader(size: int, seed: int) -> None:
         assert c[node].leader == leader
     led = [note.fields["term"] for _, note in c.notes if note.event == "raft.became_leader"]
     assert len(led) == len(set(led))
+    votes: dict[tuple[str, int], set[str]] = {}
+    for src, dst, msg in c.sent:
+        if isinstance(msg, RequestVote) and not msg.pre_vote:
+            votes.setdefault((src, msg.term), set()).add(src)
+        if isinstance(msg, RequestVoteReply) and msg.granted and not msg.pre_vote:
+            votes.setdefault((src, msg.term), set()).add(dst)
+    assert all(len(chosen) == 1 for chosen in votes.values())
 
 
 def test_single_node_cluster_elects_itself_and_commits() -> None:
@@ -434,9 +441,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return common
 
 
-def _backoff(leader_terms: Sequence[int], follower_terms: Sequence[int]) -> tuple[Cluster, int]:
-    """n1 (log ``leader_terms``) is elected with n3's vote (a copy of its log); returns the
-    cluster once quiet and how many appends n2 (log ``follower_terms``) rejected."""
+def _backoff(leader_terms: Sequence[int], follower_terms: Sequence[int]) -> int:
+    """n1 (log ``leader_terms``) is elected with n3's vote (a copy of its log); once n2 (log
+    ``follower_terms``) has caught up, how many of n1's appends it rejected."""
     high = max([*leader_terms, *follower_terms], default=0)
     common = _common_prefix(leader_terms, follower_terms)
     c = Cluster(3)
@@ -449,7 +456,7 @@ def _backoff(leader_terms: Sequence[int], follower_terms: Sequence[int]) -> tupl
         for dst, msg in _replies(c, "n2")
         if dst == "n1" and isinstance(msg, AppendEntriesReply) and not msg.success
     ]
-    return c, len(rejections)
+    return len(rejections)
 
 
 def _divergent_terms(leader_terms: Sequence[int], follower_terms: Sequence[int]) -> int:
@@ -472,7 +479,7 @@ def test_backoff_one_rejection_per_term(leader_terms: list[int], follower_terms:
     """Raft §5.3 (the optimization at its end) / thesis §5.3: with the conflicting term in the
     rejection, a divergent tail costs at most one rejected probe per term, not one per entry,
     and the follower ends with the leader's log."""
-    _, rejections = _backoff(leader_terms, follower_terms)
+    rejections = _backoff(leader_terms, follower_terms)
     assert rejections <= _divergent_terms(leader_terms, follower_terms)
 
 
@@ -496,7 +503,7 @@ def test_backoff_random_divergence_one_rejection_per_term(
 ) -> None:
     """Raft §5.3: the bound above, for random divergent tails."""
     leader_terms, follower_terms = logs
-    _, rejections = _backoff(leader_terms, follower_terms)
+    rejections = _backoff(leader_terms, follower_terms)
     assert rejections <= _divergent_terms(leader_terms, follower_terms)
 
 

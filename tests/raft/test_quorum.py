@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from prism.raft.quorum import VoteResult, committed_index, majority, vote_result
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = settings(max_examples=200, deadline=None)
 
 
 def naive_committed_index(matches: Sequence[int]) -> int:
@@ -38,6 +38,7 @@ def naive_vote_result(votes: Mapping[str, bool], voters: Sequence[str]) -> VoteR
     return VoteResult.PENDING
 
 
+@pytest.mark.slow
 @FAST
 @given(st.lists(st.integers(0, 20), min_size=1, max_size=9))
 def test_committed_index_matches_naive(matches: list[int]) -> None:
@@ -45,6 +46,7 @@ def test_committed_index_matches_naive(matches: list[int]) -> None:
     assert committed_index(reversed(matches)) == committed_index(matches)
 
 
+@pytest.mark.slow
 @FAST
 @given(st.integers(1, 9), st.data())
 def test_vote_result_matches_naive(size: int, data: st.DataObject) -> None:
