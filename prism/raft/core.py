@@ -241,7 +241,9 @@ class RaftCore:
             or self._dropped_reads
             or self._notes
             or self.log.has_unpersisted()
-            or self.hard_state() != self._last_hard_state
+            or self.term != self._last_hard_state.term
+            or self.vote != self._last_hard_state.vote
+            or self.commit != self._last_hard_state.commit
             or self.commit > self._applied_handed
         )
 

@@ -66,6 +66,7 @@ class Checkers:
         self._chains: dict[str, list[bytes]] = {}  # node -> chain hash per durable index
         self._chain_at: dict[tuple[int, int], bytes] = {}  # (index, term) -> chain hash
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, entry digest)
+        self.max_committed = 0  # Invariant: max(self.committed, default=0)
         self.acked: dict[tuple[str, int], int] = {}  # (client, seq) -> index acknowledged at
 
     @property
@@ -84,7 +85,8 @@ class Checkers:
             self.fail(
                 "election-safety", now_ns, f"{other} and {node} both became leader of term {term}"
             )
-        for index in sorted(self.committed, reverse=True)[:1]:
+        if self.max_committed:
+            index = self.max_committed
             if not self._log_holds(log, index):
                 self.fail(
                     "leader-completeness",
@@ -147,10 +149,8 @@ class Checkers:
 
     def leader_committed(self, log: RaftLog, upto: int, now_ns: int) -> None:
         """A leader's commit index reached ``upto``: record what it committed."""
-        start = max(self.committed, default=0) + 1
-        for index in range(max(start, log.first_index), upto + 1):
-            entry = log.entry(index)
-            self._record_commit(entry, now_ns, "leader")
+        for index in range(max(self.max_committed + 1, log.first_index), upto + 1):
+            self._record_commit(log.entry(index), now_ns, "leader")
 
     def applied(self, node: str, entry: Entry, now_ns: int) -> None:
         self._record_commit(entry, now_ns, node)
@@ -158,6 +158,7 @@ class Checkers:
     def _record_commit(self, entry: Entry, now_ns: int, who: str) -> None:
         digest = entry_digest(entry)
         seen = self.committed.setdefault(entry.index, (entry.term, digest))
+        self.max_committed = max(self.max_committed, entry.index)
         if seen != (entry.term, digest):
             self.fail(
                 "state-machine-safety",
