@@ -97,6 +97,7 @@ class RaftSim:
         link: LinkSpec,
         disk_ms: float = 0.5,
         client_ms: float = 0.5,
+        clock_skew: float = 0.0,
     ) -> None:
         if not 1 <= nodes <= 64:
             raise ValueError("nodes must be between 1 and 64")
@@ -117,6 +118,15 @@ class RaftSim:
         self._overlap_since = -1
         self._read_ids = 0
         self._phase_rng = derive(seed, "tick-phase")
+        if not 0.0 <= clock_skew < 1.0:
+            raise ValueError("clock_skew must be at least 0 and below 1")
+        # Each node's clock runs at its own rate: a tick lasts tick_ms * rate of real time.
+        # Raft's safety must not depend on it; only timeouts stretch or shrink.
+        skew_rng = derive(seed, "clock-skew")
+        self.tick_ns_of = {
+            node_id: int(self.tick_ns * skew_rng.uniform(1.0 - clock_skew, 1.0 + clock_skew))
+            for node_id in self.ids
+        }
         for node in self.nodes.values():
             self._start(node)
 
@@ -184,7 +194,7 @@ class RaftSim:
     def _tick(self, node: SimNode, incarnation: int) -> None:
         if node.incarnation != incarnation:
             return
-        self.loop.call_later(self.tick_ns, lambda: self._tick(node, incarnation))
+        self.loop.call_later(self.tick_ns_of[node.id], lambda: self._tick(node, incarnation))
         if node.paused or node.core is None:
             return
         node.core.tick()

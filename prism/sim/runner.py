@@ -126,6 +126,7 @@ class Scenario:
     script: Callable[[Runner], None] | None = None
     raft: JsonDict = field(default_factory=dict)  # RaftConfig fields this scenario needs
     swarm: bool = False  # the seed draws the link quality too
+    clock_skew: float = 0.0  # each node's clock rate drawn in [1 - skew, 1 + skew]
 
 
 @dataclass(slots=True)
@@ -205,7 +206,13 @@ class Runner:
             unsafe_local_reads=params.unsafe_local_reads,
             **scenario.raft,
         )
-        self.sim = RaftSim(nodes=params.nodes, seed=params.seed, config=config, link=link)
+        self.sim = RaftSim(
+            nodes=params.nodes,
+            seed=params.seed,
+            config=config,
+            link=link,
+            clock_skew=scenario.clock_skew,
+        )
         workload = dataclasses.replace(
             scenario.workload,
             clients=scenario.workload.clients if params.clients is None else params.clients,

@@ -158,6 +158,28 @@ def _rolling_restart(p: Params, d: float) -> Schedule:
     return faults
 
 
+def _partitioned_rejoin(p: Params, d: float) -> Schedule:
+    return [Fault(3.0, "isolate", {"node": "follower"}), Fault(d * 0.5, "heal")]
+
+
+def _quorum_loss(p: Params, d: float) -> Schedule:
+    majority = p.nodes // 2 + 1
+    faults = [Fault(3.0, "crash", {"node": "leader"})]
+    faults += [Fault(3.0 + 0.01 * i, "crash", {"node": "random"}) for i in range(1, majority)]
+    return [*faults, Fault(d * 0.5, "restart", {"node": "all"})]
+
+
+def expect_rejoin_undisturbed(runner: Runner) -> Expectation:
+    name = "leader-undisturbed"
+    if not _protected(runner):
+        return name, NOT_CHECKED
+    start, heal = _fault_window(runner, "isolate")
+    changes = runner.elections_between(start, heal + 3.0)
+    if changes:
+        return name, f"violated: {changes} new leader(s) after the isolated node returned"
+    return name, True
+
+
 def _nothing(p: Params, d: float) -> Schedule:
     return []
 
@@ -394,6 +416,26 @@ SCENARIOS: dict[str, Scenario] = {
             15.0,
             _nothing,
             link=LinkSpec(loss=0.1, duplicate=0.05, reorder=0.1, jitter_ms=2.0),
+        ),
+        Scenario(
+            "partitioned-rejoin",
+            "a follower isolated for seconds returns: pre-vote keeps it from deposing the leader",
+            15.0,
+            _partitioned_rejoin,
+            expectations=(expect_rejoin_undisturbed,),
+        ),
+        Scenario(
+            "quorum-loss",
+            "a majority crashes under load: nothing commits until it returns",
+            14.0,
+            _quorum_loss,
+        ),
+        Scenario(
+            "clock-skew",
+            "every node's clock runs at its own rate, up to 30% fast or slow, under faults",
+            20.0,
+            explore_schedule,
+            clock_skew=0.3,
         ),
         Scenario(
             "leader-pause",

@@ -113,3 +113,26 @@ def test_stale_reads_from_local_reads_are_caught() -> None:
     ]
     assert any(str(r.invariants["linearizable"]).startswith(tuple("0123456789")) for r in results)
     assert all(run_scenario("stale-read", Params(seed=s)).ok for s in (1, 2, 3))
+
+
+def test_partitioned_node_deposes_the_leader_only_without_prevote() -> None:
+    """Raft anchors (b) 4, thesis §9.6: an isolated node raises its term on every timeout
+    unless pre-vote stops it; on its return that term deposes a healthy leader."""
+    protected = run_scenario("partitioned-rejoin", Params(seed=2))
+    exposed = run_scenario("partitioned-rejoin", Params(seed=2, pre_vote=False, check_quorum=False))
+    assert protected.elections == 1
+    assert exposed.elections > 1
+    assert exposed.ok
+
+
+def test_nothing_is_acknowledged_while_a_majority_is_down() -> None:
+    """Raft anchors (b) 16: with the quorum gone, writes fail or time out; none succeed."""
+    result = run_scenario("quorum-loss", Params(seed=3))
+    outage = (int(3.5e9), int(7.0e9))  # the majority is down from 3.0 s to 7.0 s
+    acked = [
+        e
+        for e in result.history
+        if e.type == "ok" and e.f in ("write", "cas") and outage[0] <= e.time < outage[1]
+    ]
+    assert not acked
+    assert result.writes["acknowledged"] > 0
