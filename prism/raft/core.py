@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import final
@@ -123,6 +124,9 @@ class RaftCore:
         self._dropped_reads: list[int] = []
         self._notes: list[Note] = []
         self._last_hard_state = HardState(self.term, self.vote, self.commit)
+        # Messages ignored, by reason: bad or stale input is counted, never raised.
+        self.drops: Counter[str] = Counter()
+        self._outstanding = False  # a Ready was handed out and not yet advanced
 
     # ------------------------------------------------------------------ queries
 
@@ -200,10 +204,12 @@ class RaftCore:
     def step(self, src: str, msg: RaftMessage) -> None:
         """Process one message from peer ``src``. Unknown senders are ignored."""
         if src == self.id or src not in self._voters:
+            self.drops["unknown_sender"] += 1
             return
         if msg.term > self.term:
             if isinstance(msg, RequestVote):
                 if self._in_lease():
+                    self.drops["vote_request_in_lease"] += 1
                     return  # leader stickiness: a live leader is known; ignore
                 if msg.pre_vote:
                     self._handle_request_vote(src, msg)
@@ -215,6 +221,7 @@ class RaftCore:
                 leader = src if isinstance(msg, AppendEntries | Heartbeat) else None
                 self._become_follower(msg.term, leader, reason="higher_term")
         elif msg.term < self.term:
+            self.drops["stale_term"] += 1
             self._answer_stale(src, msg)
             return
         match msg:
@@ -248,7 +255,11 @@ class RaftCore:
         )
 
     def ready(self) -> Ready:
-        """Take the pending work. Call ``advance`` with it once it is done."""
+        """Take the pending work. Call ``advance`` with it once it is done; only one
+        ``Ready`` may be outstanding at a time."""
+        if self._outstanding:
+            raise RuntimeError("ready() called again before advance() of the previous Ready")
+        self._outstanding = True
         entries = self.log.take_unpersisted()
         state = self.hard_state()
         changed = state if state != self._last_hard_state else None
@@ -275,6 +286,9 @@ class RaftCore:
 
     def advance(self, ready: Ready) -> None:
         """The work of ``ready`` is done: its entries and hard state are durable."""
+        if not self._outstanding:
+            raise RuntimeError("advance() without an outstanding Ready")
+        self._outstanding = False
         if ready.entries:
             last = ready.entries[-1]
             self.log.stable_to(last.index, last.term)

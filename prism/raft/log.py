@@ -167,9 +167,16 @@ class RaftLog:
         return out
 
     def stable_to(self, index: int, term: int) -> None:
-        """Entries up to (index, term) are durable, if that entry is still in the log."""
+        """Entries up to (index, term) are durable, if that entry is still in the log.
+
+        Only one write may be in flight (the ``Ready`` / ``advance`` contract). If a
+        conflict replaced entries of that write and a later append restored the same
+        (index, term), log matching makes the restored entries identical to the written
+        ones, so they are durable too and need not be handed out again.
+        """
         if self.term_at(index) == term and index > self.stable_index:
             self.stable_index = index
+            self._unpersisted_from = max(self._unpersisted_from, index + 1)
 
     def compact(self, index: int) -> None:
         """Drop entries up to ``index`` (already durable and applied, behind a snapshot)."""

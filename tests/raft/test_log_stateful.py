@@ -153,6 +153,7 @@ class RaftLogMachine(RuleBasedStateMachine):
             self.entries.extend(new[position:])
             break
 
+    @precondition(lambda self: not self.writes)  # one write in flight: the Ready contract
     @rule()
     def take_unpersisted(self) -> None:
         handed = self.log.take_unpersisted()
@@ -172,6 +173,8 @@ class RaftLogMachine(RuleBasedStateMachine):
         self.log.stable_to(index, term)
         if self.term_at(index) == term and index > self.stable:
             self.stable = index
+            # Restored after a conflict: identical by log matching, so already written.
+            self.unpersisted_from = max(self.unpersisted_from, index + 1)
         else:
             event("stable_to: a replaced or older write completes")
 

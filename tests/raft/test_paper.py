@@ -766,3 +766,40 @@ def test_kv_command_decode_rejects_malformed(data: bytes) -> None:
     """``Command.decode`` raises ValueError on anything that is not a valid command."""
     with pytest.raises(ValueError, match=r"."):
         Command.decode(data)
+
+
+def test_core_counts_messages_it_ignores() -> None:
+    """Bad input is a counted drop, never an exception: unknown senders and stale terms."""
+    from prism.raft.config import RaftConfig
+    from prism.raft.core import RaftCore
+    from prism.raft.messages import Heartbeat, RequestVote
+    from prism.raft.ready import HardState
+
+    core = RaftCore(
+        "n1",
+        ["n1", "n2", "n3"],
+        config=RaftConfig.lan(),
+        rng=random.Random(1),
+        hard_state=HardState(term=5),
+    )
+    core.step("n9", Heartbeat(term=9, commit=0))
+    core.step("n2", RequestVote(term=3, last_log_index=0, last_log_term=0))
+    assert core.drops["unknown_sender"] == 1
+    assert core.drops["stale_term"] == 1
+    assert core.term == 5
+
+
+def test_only_one_ready_may_be_outstanding() -> None:
+    """The persistence contract (prism.raft.ready): a second ready() before advance() is a
+    caller bug, since two writes in flight could finish out of order."""
+    from prism.raft.config import RaftConfig
+    from prism.raft.core import RaftCore
+
+    core = RaftCore("n1", ["n1"], config=RaftConfig.lan(), rng=random.Random(2))
+    core.campaign()
+    ready = core.ready()
+    with pytest.raises(RuntimeError):
+        core.ready()
+    core.advance(ready)
+    with pytest.raises(RuntimeError):
+        core.advance(ready)
