@@ -67,6 +67,16 @@ class ClientReply:
 ReplyHandler = Callable[[ClientReply], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A node told a client its write took effect (the entry's term and index)."""
+
+    time_ns: int
+    node: str
+    term: int
+    index: int
+
+
 @dataclass(slots=True)
 class SimNode:
     id: str
@@ -113,6 +123,7 @@ class RaftSim:
         self.disk_ns = int(disk_ms * NS_PER_MS)
         self.client_ns = int(client_ms * NS_PER_MS)
         self.elections = 0
+        self.acks: list[Ack] = []  # every write or cas a node acknowledged to a client
         self.max_leaders_at_once = 1
         self.overlap_ns = 0  # virtual time with more than one node believing it leads
         self._overlap_since = -1
@@ -265,6 +276,7 @@ class RaftSim:
                 continue
             if request.f == "write" or result.ok:
                 self.checkers.write_acknowledged(request.client, request.seq, entry.index)
+                self.acks.append(Ack(self.loop.now_ns, node.id, entry.term, entry.index))
                 kind = ReplyKind.OK
             else:
                 kind = ReplyKind.FAIL  # compare-and-set whose expectation did not hold

@@ -11,6 +11,8 @@ as not checked rather than failed: those runs exist to show what goes wrong with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prism.raft.messages import AppendEntries, RequestVote
 from prism.sim.clients import Workload
 from prism.sim.cluster import ClientRequest
@@ -20,6 +22,7 @@ from prism.sim.rng import derive
 from prism.sim.runner import Fault, Params, Runner, Scenario, Schedule, SimResult
 
 Expectation = tuple[str, bool | str]
+ExpectationCheck = Callable[[Runner], Expectation]
 NOT_CHECKED = "not checked: needs pre-vote, check-quorum and at least 3 nodes"
 
 
@@ -44,7 +47,7 @@ def _stepped_down_between(runner: Runner, start_s: float, end_s: float, why: str
     )
 
 
-def expect_no_disruption(action: str) -> object:
+def expect_no_disruption(action: str) -> ExpectationCheck:
     def check(runner: Runner) -> Expectation:
         name = "leader-undisturbed"
         if not _protected(runner):
@@ -58,7 +61,7 @@ def expect_no_disruption(action: str) -> object:
     return check
 
 
-def expect_step_down(action: str, why: str) -> object:
+def expect_step_down(action: str, why: str) -> ExpectationCheck:
     def check(runner: Runner) -> Expectation:
         name = "cut-off-leader-steps-down"
         if not _protected(runner):
@@ -67,6 +70,51 @@ def expect_step_down(action: str, why: str) -> object:
         if _stepped_down_between(runner, start, end, why):
             return name, True
         return name, f"violated: no leader stepped down ({why}) between {start:g}s and {end:g}s"
+
+    return check
+
+
+def _leader_before(runner: Runner, at_s: float) -> tuple[str, int] | None:
+    """The node that last became leader before ``at_s``, and its term."""
+    latest = None
+    for term, node in sorted(runner.sim.checkers.leaders_by_term.items()):
+        became = [
+            e.time_ns
+            for e in runner.sim.timeline.entries
+            if e.node == node and e.text.startswith(f"became leader of term {term}")
+        ]
+        if became and became[0] < at_s * NS_PER_S:
+            latest = (node, term)
+    return latest
+
+
+# Acknowledgements of entries committed just before a fault may still be on their way
+# (a disk write and the client link): that much slack, no more.
+ACK_SLACK_NS = 10_000_000
+
+
+def expect_no_stale_acks(action: str) -> ExpectationCheck:
+    """The leader deposed or cut off by ``action`` acknowledges nothing from then on in its
+    old term: without a quorum it cannot commit, and so must not answer ok."""
+
+    def check(runner: Runner) -> Expectation:
+        name = "old-leader-acknowledges-nothing"
+        start, _ = _fault_window(runner, action)
+        old = _leader_before(runner, start)
+        if old is None:
+            return name, "not checked: no leader before the fault"
+        node, term = old
+        lo = int(start * NS_PER_S) + ACK_SLACK_NS
+        stale = [
+            a for a in runner.sim.acks if a.node == node and a.term == term and a.time_ns >= lo
+        ]
+        if stale:
+            first = stale[0]
+            return name, (
+                f"violated: {node} acknowledged entry {first.index} of term {term} at "
+                f"{first.time_ns / NS_PER_S:.3f}s, after it was cut off"
+            )
+        return name, True
 
     return check
 
@@ -370,42 +418,45 @@ SCENARIOS: dict[str, Scenario] = {
             "the leader is cut off in a minority: it must step down and acknowledge nothing",
             15.0,
             _minority_leader,
-            expectations=(expect_step_down("partition", "no quorum"),),  # type: ignore[arg-type]
+            expectations=(
+                expect_step_down("partition", "no quorum"),
+                expect_no_stale_acks("partition"),
+            ),
         ),
         Scenario(
             "split-brain",
             "symmetric split (leader in the minority, then the majority) and heal",
             20.0,
             _split_brain,
-            expectations=(expect_step_down("partition", "no quorum"),),  # type: ignore[arg-type]
+            expectations=(expect_step_down("partition", "no quorum"),),
         ),
         Scenario(
             "one-way-cut",
             "a follower can send but not receive: it must not disrupt the leader",
             15.0,
             _one_way_cut,
-            expectations=(expect_no_disruption("deafen"),),  # type: ignore[arg-type]
+            expectations=(expect_no_disruption("deafen"),),
         ),
         Scenario(
             "leader-send-only",
             "the leader can send but not receive: check-quorum must depose it",
             15.0,
             _leader_send_only,
-            expectations=(expect_step_down("deafen", "no quorum"),),  # type: ignore[arg-type]
+            expectations=(expect_step_down("deafen", "no quorum"),),
         ),
         Scenario(
             "bridge",
             "two halves that only one node sees both of: no leader churn",
             15.0,
             _bridge,
-            expectations=(expect_no_disruption("bridge"),),  # type: ignore[arg-type]
+            expectations=(expect_no_disruption("bridge"),),
         ),
         Scenario(
             "flapping-link",
             "the link between the leader and a follower goes up and down every 150 ms",
             15.0,
             _flapping,
-            expectations=(expect_no_disruption("flap"),),  # type: ignore[arg-type]
+            expectations=(expect_no_disruption("flap"),),
         ),
         Scenario(
             "rolling-restart", "every node restarted in turn under load", 20.0, _rolling_restart
@@ -442,7 +493,10 @@ SCENARIOS: dict[str, Scenario] = {
             "the leader freezes past the election timeout, then resumes: its stale writes fail",
             12.0,
             _leader_pause,
-            expectations=(expect_paused_leader_deposed,),
+            expectations=(
+                expect_paused_leader_deposed,
+                expect_no_stale_acks("pause"),
+            ),
         ),
         Scenario(
             "figure-8",

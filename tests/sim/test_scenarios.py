@@ -136,3 +136,21 @@ def test_nothing_is_acknowledged_while_a_majority_is_down() -> None:
     ]
     assert not acked
     assert result.writes["acknowledged"] > 0
+
+
+def test_stale_acknowledgement_check_can_fail() -> None:
+    """The old-leader-acknowledges-nothing expectation is not vacuous: an acknowledgement by
+    the cut-off leader in its old term, injected after the partition, is reported."""
+    from prism.sim.cluster import Ack
+    from prism.sim.runner import Runner
+    from prism.sim.scenarios import SCENARIOS, expect_no_stale_acks
+
+    runner = Runner(SCENARIOS["minority-leader"], Params(seed=1))
+    runner.run()
+    check = expect_no_stale_acks("partition")
+    assert check(runner) == ("old-leader-acknowledges-nothing", True)
+    old_term = min(runner.sim.checkers.leaders_by_term)
+    old_node = runner.sim.checkers.leaders_by_term[old_term]
+    runner.sim.acks.append(Ack(int(5e9), old_node, old_term, 999))
+    _, verdict = check(runner)
+    assert str(verdict).startswith("violated"), verdict
