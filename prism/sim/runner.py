@@ -559,6 +559,8 @@ def replay_command(name: str, params: Params) -> str:
         parts.append("--no-check-quorum")
     if params.clients is not None:
         parts.append(f"--clients {params.clients}")
+    if params.liveness_s != Params().liveness_s:
+        parts.append(f"--liveness {params.liveness_s:g}")
     if params.ops_per_s is not None:
         parts.append(f"--rate {params.ops_per_s:g}")
     unsafe = ("unsafe_commit_old_terms", "unsafe_skip_vote_log_check", "unsafe_local_reads")
