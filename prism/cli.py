@@ -180,7 +180,7 @@ def sim_run(
     clients
         Number of clients (default: the scenario's workload).
     rate
-        Operations per second per client.
+        Client operations per simulated second, all clients together.
     liveness
         Simulated seconds the healed cluster has to recover.
     unsafe_commit_old_terms
