@@ -316,7 +316,7 @@ class RaftSim:
         now = self.loop.now_ns
         for note in ready.notes:
             if note.event == "raft.became_leader":
-                self._became_leader(node, core, now)
+                self._became_leader(node, core, int(note.fields["term"]), now)
             elif note.event == "raft.stepped_down":
                 self._left_leadership(node, reason=str(note.fields.get("reason", "")))
             elif note.event == "raft.campaign":
@@ -331,17 +331,22 @@ class RaftSim:
             if ready.hard_state is not None:
                 self.checkers.leader_committed(core.log, core.commit, now)
 
-    def _became_leader(self, node: SimNode, core: RaftCore, now: int) -> None:
+    def _became_leader(self, node: SimNode, core: RaftCore, term: int, now: int) -> None:
+        # The note's term, not the core's: a Ready held back behind a disk write (or a pause)
+        # reaches us after the core may have moved on to a later term.
+        still_leading = core.role is Role.LEADER and core.term == term
         others = [
             f"{other.id} (term {other.core.term})"
             for other in self.nodes.values()
             if other is not node and other.core is not None and other.core.role is Role.LEADER
         ]
-        text = f"became leader of term {core.term}"
+        text = f"became leader of term {term}"
+        if not still_leading:
+            text += f" (reported late, from a Ready held back by its disk; now in term {core.term})"
         if others:
             text += "; still believing they lead: " + ", ".join(others)
         self.timeline.add(now, node.id, text)
-        self.checkers.became_leader(node.id, core.term, core.log, now)
+        self.checkers.became_leader(node.id, term, core.log if still_leading else None, now)
         node.leader_since_ns = now
         leading = 1 + len(others)
         self.max_leaders_at_once = max(self.max_leaders_at_once, leading)

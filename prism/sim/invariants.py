@@ -79,12 +79,16 @@ class Checkers:
 
     # ---- hooks, called by the simulated cluster
 
-    def became_leader(self, node: str, term: int, log: RaftLog, now_ns: int) -> None:
+    def became_leader(self, node: str, term: int, log: RaftLog | None, now_ns: int) -> None:
+        """``log`` is the new leader's log, or None when the node has already moved past
+        ``term`` by the time its note is seen: then only election safety can be judged."""
         other = self.leaders_by_term.setdefault(term, node)
         if other != node:
             self.fail(
                 "election-safety", now_ns, f"{other} and {node} both became leader of term {term}"
             )
+        if log is None:
+            return
         if self.max_committed:
             index = self.max_committed
             if not self._log_holds(log, index):

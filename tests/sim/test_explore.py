@@ -45,3 +45,16 @@ def test_shrink_keeps_a_smaller_schedule_that_still_fails() -> None:
     smaller = shrink(params, schedule)
     assert len(smaller) < len(schedule)
     assert not run_scenario("explore", params, smaller).ok
+
+
+def test_leadership_reported_late_is_judged_in_its_own_term() -> None:
+    """Regression (explore seed 2854): n4 won term 2, was paused while its Ready waited
+    for the disk, and on resume its inbox moved it to term 4 before the Ready was taken.
+    The checker must use the term in the note, not the core's current term, or it reports
+    two leaders in term 4 that never existed."""
+    result = run_scenario("explore", Params(seed=2854))
+    assert result.invariants["election-safety"] is True
+    assert result.ok
+    late = [e.text for e in result.timeline if "reported late" in e.text]
+    assert late
+    assert late[0].startswith("became leader of term 2")
