@@ -37,11 +37,26 @@ Output = Literal["text", "json"]
 OutputOption = Annotated[Output, Parameter(name=["--output", "-o"])]
 UnsafeFlag = Annotated[bool, Parameter(negative="")]
 
-UNSAFE_FLAGS = {
-    "unsafe_commit_old_terms": "--unsafe-commit-old-terms",
-    "unsafe_skip_vote_log_check": "--unsafe-skip-vote-log-check",
-    "unsafe_local_reads": "--unsafe-local-reads",
-}
+
+@Parameter(name="*")
+@dataclasses.dataclass(frozen=True)
+class UnsafeSwitches:
+    """Test-only switches that break a Raft rule on purpose (shared by run and explore)."""
+
+    unsafe_commit_old_terms: UnsafeFlag = False
+    """TEST ONLY: commit an old term's entry by counting replicas (Figure 8 bug)."""
+
+    unsafe_skip_vote_log_check: UnsafeFlag = False
+    """TEST ONLY: grant votes without checking that the candidate's log is up to date."""
+
+    unsafe_local_reads: UnsafeFlag = False
+    """TEST ONLY: serve reads from the leader's state without confirming leadership."""
+
+    def as_params(self) -> dict[str, bool]:
+        return dataclasses.asdict(self)
+
+
+NO_UNSAFE = UnsafeSwitches()
 
 
 def _one_line_error(error: Exception) -> Text:
@@ -74,8 +89,9 @@ def _error(message: str) -> int:
 
 
 def _warn_unsafe(params: Params) -> None:
-    for field, flag in UNSAFE_FLAGS.items():
-        if getattr(params, field):
+    for field in dataclasses.fields(UnsafeSwitches):
+        flag = "--" + field.name.replace("_", "-")
+        if getattr(params, field.name):
             print(
                 f"prismctl: warning: {flag} is a test-only switch that breaks Raft's safety "
                 "on purpose; never use it outside the simulator",
@@ -148,9 +164,7 @@ def sim_run(
     clients: int | None = None,
     rate: float | None = None,
     liveness: float = 10.0,
-    unsafe_commit_old_terms: UnsafeFlag = False,
-    unsafe_skip_vote_log_check: UnsafeFlag = False,
-    unsafe_local_reads: UnsafeFlag = False,
+    unsafe: UnsafeSwitches = NO_UNSAFE,
     history: Path | None = None,
     schedule: Path | None = None,
     save_schedule: Path | None = None,
@@ -183,12 +197,6 @@ def sim_run(
         Client operations per simulated second, all clients together.
     liveness
         Simulated seconds the healed cluster has to recover.
-    unsafe_commit_old_terms
-        TEST ONLY: commit an old term's entry by counting replicas (Figure 8 bug).
-    unsafe_skip_vote_log_check
-        TEST ONLY: grant votes without checking that the candidate's log is up to date.
-    unsafe_local_reads
-        TEST ONLY: serve reads from the leader's state without confirming leadership.
     history
         Write the client history to this file as JSON lines.
     schedule
@@ -216,9 +224,7 @@ def sim_run(
         clients=clients,
         ops_per_s=rate,
         liveness_s=liveness,
-        unsafe_commit_old_terms=unsafe_commit_old_terms,
-        unsafe_skip_vote_log_check=unsafe_skip_vote_log_check,
-        unsafe_local_reads=unsafe_local_reads,
+        **unsafe.as_params(),
     )
     with contextlib.ExitStack() as files:
         try:
@@ -278,9 +284,7 @@ def sim_explore(
     jobs: int = 1,
     nodes: int = 5,
     duration: float | None = None,
-    unsafe_commit_old_terms: UnsafeFlag = False,
-    unsafe_skip_vote_log_check: UnsafeFlag = False,
-    unsafe_local_reads: UnsafeFlag = False,
+    unsafe: UnsafeSwitches = NO_UNSAFE,
     shrink: Annotated[bool, Parameter(negative="")] = False,
     output: OutputOption = "text",
 ) -> int:
@@ -298,12 +302,6 @@ def sim_explore(
         Cluster size.
     duration
         Simulated seconds of the fault phase of each seed (default 20).
-    unsafe_commit_old_terms
-        TEST ONLY: commit an old term's entry by counting replicas (Figure 8 bug).
-    unsafe_skip_vote_log_check
-        TEST ONLY: grant votes without checking that the candidate's log is up to date.
-    unsafe_local_reads
-        TEST ONLY: serve reads from the leader's state without confirming leadership.
     shrink
         Shrink the fault schedule of the first failing seed.
     output
@@ -314,9 +312,7 @@ def sim_explore(
     params = Params(
         nodes=nodes,
         duration_s=duration,
-        unsafe_commit_old_terms=unsafe_commit_old_terms,
-        unsafe_skip_vote_log_check=unsafe_skip_vote_log_check,
-        unsafe_local_reads=unsafe_local_reads,
+        **unsafe.as_params(),
     )
     try:
         _check(params)

@@ -88,6 +88,7 @@ class SimNode:
     persisting: bool = False
     incarnation: int = 0
     inbox: list[tuple[str, RaftMessage]] = field(default_factory=list)
+    deferred: list[Callable[[], None]] = field(default_factory=list)  # run on resume
     writes: dict[int, tuple[ClientRequest, int, ReplyHandler]] = field(default_factory=dict)
     reads: dict[int, tuple[ClientRequest, ReplyHandler]] = field(default_factory=dict)
     reads_ready: list[tuple[int, int]] = field(default_factory=list)  # (index, read id)
@@ -149,6 +150,7 @@ class RaftSim:
         node.paused = False
         node.persisting = False
         node.inbox = []
+        node.deferred = []
         node.writes = {}
         node.reads = {}
         node.reads_ready = []
@@ -198,6 +200,9 @@ class RaftSim:
         inbox, node.inbox = node.inbox, []
         for src, msg in inbox:
             self._step(node, src, msg)
+        deferred, node.deferred = node.deferred, []
+        for callback in deferred:
+            callback()
         self._pump(node)
 
     # ------------------------------------------------------------------ events
@@ -249,8 +254,8 @@ class RaftSim:
     def _persisted(self, node: SimNode, incarnation: int, ready: Ready) -> None:
         if node.incarnation != incarnation:
             return  # crashed while writing: the write and its messages are lost
-        if node.paused:
-            self.loop.call_later(self.tick_ns, lambda: self._persisted(node, incarnation, ready))
+        if node.paused:  # the write finished; the process sees it when it runs again
+            node.deferred.append(partial(self._persisted, node, incarnation, ready))
             return
         node.persisting = False
         assert node.core is not None
@@ -379,10 +384,11 @@ class RaftSim:
 
     def _serve(self, node_id: str, request: ClientRequest, reply: ReplyHandler) -> None:
         node = self.nodes[node_id]
+        if node.paused:  # served when it resumes, like a request in a socket buffer
+            node.deferred.append(partial(self._serve, node_id, request, reply))
+            return
         core = node.core
-        if core is None or node.paused:
-            if node.paused:  # served when it resumes, like a request in a socket buffer
-                self.loop.call_later(self.tick_ns, lambda: self._serve(node_id, request, reply))
+        if core is None:
             return  # a crashed node answers nothing; the client times out
         try:
             if request.f == "read":

@@ -39,9 +39,9 @@ def run_seed(params: Params) -> SeedOutcome:
         if held is not True and not str(held).startswith(("unknown", "not checked"))
     )
     first = ""
-    for name in broken:
+    if broken:
+        name = broken[0]
         first = f"{name}: {result.invariants.get(name, result.expectations.get(name))}"
-        break
     return SeedOutcome(
         params.seed,
         result.ok,

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prism.raft.config import RaftConfig
-from prism.raft.core import Role
 from prism.raft.messages import EntryKind
 from prism.sim.clients import ClientPool, Workload
 from prism.sim.cluster import RaftSim
@@ -223,8 +222,6 @@ class Runner:
         self.schedule = (
             schedule if schedule is not None else scenario.schedule(params, self.duration_s)
         )
-        self.applied: list[tuple[float, str, str]] = []  # (time, action, what it resolved to)
-        self.heal_ns = 0
 
     # ---- node selectors
     def resolve(self, who: object) -> str | None:
@@ -244,7 +241,6 @@ class Runner:
 
     def note(self, text: str) -> None:
         self.sim.timeline.add(self.sim.loop.now_ns, "-", text)
-        self.applied.append((self.sim.loop.now_ns / NS_PER_S, "fault", text))
 
     def apply(self, fault: Fault) -> None:
         sim, net, args = self.sim, self.sim.network, fault.args
@@ -433,9 +429,9 @@ class Runner:
     def _liveness_phase(self) -> float | None:
         sim = self.sim
         self.heal_everything()
-        self.heal_ns = sim.loop.now_ns
+        healed_ns = sim.loop.now_ns
         if sim.run_for(self.params.liveness_s, self.recovered):
-            took = (sim.loop.now_ns - self.heal_ns) / NS_PER_S
+            took = (sim.loop.now_ns - healed_ns) / NS_PER_S
             sim.timeline.add(sim.loop.now_ns, "-", f"recovered {took:.3f}s after the heal")
             return took
         return None
@@ -526,10 +522,6 @@ class Runner:
             for e in self.sim.timeline.entries
             if lo <= e.time_ns < hi and e.text.startswith("became leader")
         )
-
-    def leader_role(self, node: str) -> Role | None:
-        core = self.sim.nodes[node].core
-        return core.role if core is not None else None
 
 
 def swarm_link(seed: int) -> LinkSpec:
