@@ -20,6 +20,7 @@ class EntryKind(enum.IntEnum):
 
     NORMAL = 0  # a client command for the state machine
     NOOP = 1  # appended by every new leader (Raft §8): commits earlier terms' entries
+    CONFIG = 2  # data is an encoded ``Membership``; in force from the moment it is appended
 
 
 def _check_non_negative(**fields: int) -> None:
