@@ -159,6 +159,12 @@ class RaftCore:
         if self.role is not Role.LEADER:
             self._campaign()
 
+    def step_down(self, reason: str) -> None:
+        """Stop leading now (for example, because the driver's disk stalls): a follower of the
+        same term, so another server can be elected. Does nothing when not leading."""
+        if self.role is Role.LEADER:
+            self._become_follower(self.term, None, reason=reason)
+
     def propose(self, data: bytes, *, client_id: str = "", seq: int = 0) -> tuple[int, int]:
         """Append a command; returns its (index, term).
 

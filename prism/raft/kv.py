@@ -75,12 +75,40 @@ class KVStateMachine:
     def get(self, key: str) -> str | None:
         return self.data.get(key)
 
+    def snapshot(self) -> bytes:
+        """The whole state (data and sessions) as of ``applied_index``."""
+        sessions = {
+            client: [seq, result.ok, result.value, result.error, result.index]
+            for client, (seq, result) in self._sessions.items()
+        }
+        body = {"applied": self.applied_index, "data": self.data, "sessions": sessions}
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a ``snapshot()``; raises ValueError if malformed."""
+        try:
+            body = json.loads(data)
+            applied, values, sessions = body["applied"], body["data"], body["sessions"]
+            if type(applied) is not int or not isinstance(values, dict):
+                raise TypeError("bad fields")
+            if not all(type(k) is str and type(v) is str for k, v in values.items()):
+                raise TypeError("values must be strings")
+            restored = {
+                client: (seq, ApplyResult(index, ok, value, error=error))
+                for client, (seq, ok, value, error, index) in sessions.items()
+            }
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"not a key-value snapshot: {exc}") from None
+        self.applied_index = applied
+        self.data = dict(values)
+        self._sessions = restored
+
     def apply(self, entry: Entry) -> ApplyResult:
         """Apply the next committed entry; entries must come in index order, once each."""
         if entry.index != self.applied_index + 1:
             raise ValueError(f"applying {entry.index} after {self.applied_index}")
         self.applied_index = entry.index
-        if entry.kind is EntryKind.NOOP:
+        if entry.kind is not EntryKind.NORMAL:  # no-ops and membership are Raft's own
             return ApplyResult(entry.index, True)
         if entry.client_id:
             session = self._sessions.get(entry.client_id)

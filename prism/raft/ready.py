@@ -5,10 +5,16 @@ The handling loop, written once (every driver and the simulator run exactly this
     while core.has_ready():
         ready = core.ready()
         send(ready.messages)                        # may leave at once
-        persist(ready.hard_state, ready.entries)    # truncate at entries[0].index, append; fsync
+        persist(ready.hard_state, ready.entries,    # snapshot first (Storage.save), then
+                ready.snapshot)                     # entries and hard state; one fsync
         send(ready.messages_after_persist)          # votes and acknowledgements: after fsync
+        if ready.snapshot: restore(ready.snapshot)  # the state machine becomes the snapshot
         apply(ready.committed_entries)              # to the state machine, in order
         core.advance(ready)
+        if core.wants_snapshot(applied_index):      # the log has grown past its threshold
+            snapshot = Snapshot(meta=core.snapshot_meta(applied_index), data=machine.snapshot())
+            storage.save_snapshot(snapshot)         # durable before the log is trimmed
+            storage.compact(core.snapshot_saved(snapshot))
 
 A message in ``messages_after_persist`` promises something about this node's disk (a vote,
 a term, entries held), so it must not leave before the write it depends on is durable
@@ -21,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prism.raft.messages import Entry, RaftMessage
+from prism.raft.snapshot import Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,8 @@ class Ready:
     read_states: tuple[ReadState, ...]
     dropped_reads: tuple[int, ...]
     notes: tuple[Note, ...]
+    snapshot: Snapshot | None = None  # from the leader: persist, then restore the machine
 
     @property
     def must_persist(self) -> bool:
-        return self.hard_state is not None or bool(self.entries)
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
