@@ -5,9 +5,12 @@
     PrismError                    base of everything Prism raises on purpose
     ├── DecodeError               bytes from a peer we cannot accept (remote fault: counted)
     ├── ConfigError               a configuration value is out of range (local fault, at startup)
+    ├── StorageCorrupt            a data directory fails its checks; names the file and byte offset
     └── RaftError                 a request the Raft core cannot serve right now
         ├── NotLeader             this node does not lead; ``leader_hint`` names who might
-        └── ProposalDropped       the leader refused the proposal (overload, no quorum)
+        ├── ProposalDropped       the leader refused the proposal (overload, no quorum)
+        │   └── TransferInProgress    ... because it is handing leadership over
+        └── MembershipChangeRefused   a membership change cannot start now
 
 Callers that misuse an API (wrong types, calls out of order) get ``TypeError`` /
 ``ValueError`` / ``RuntimeError`` as usual: those are bugs, not conditions to handle.
@@ -31,6 +34,23 @@ class ConfigError(PrismError):
     """A configuration is invalid; the message lists every problem, one per line."""
 
 
+class StorageCorrupt(PrismError):
+    """Durable Raft state on disk fails a check that a crash alone cannot explain.
+
+    A torn write at the tail of the log is repaired on open, not raised; this is for what
+    must not be papered over: a bad checksum with valid records after it, a missing segment,
+    a log that does not continue, a snapshot file that fails its check. ``path`` names the
+    file and ``offset`` the byte where the problem was found (None when the file is missing).
+    """
+
+    def __init__(self, path: str, offset: int | None, problem: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.problem = problem
+        where = f"{path} at byte {offset}" if offset is not None else path
+        super().__init__(f"{where}: {problem}")
+
+
 class RaftError(PrismError):
     """A Raft request that cannot be served by this node at this moment."""
 
@@ -46,3 +66,14 @@ class NotLeader(RaftError):
 
 class ProposalDropped(RaftError):
     """The leader refused a proposal, for the reason given (for example, too many uncommitted)."""
+
+
+class TransferInProgress(ProposalDropped):
+    """The leader is handing leadership over and takes no proposals until that ends (it
+    succeeds, or aborts after an election timeout)."""
+
+
+class MembershipChangeRefused(RaftError):
+    """A membership change that cannot start now, for the reason given (another change is
+    in progress, the new leader has not committed an entry of its term yet, the server is
+    already a member, or it is the last voter)."""

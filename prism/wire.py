@@ -59,9 +59,12 @@ from prism.raft.messages import (
     AppendEntriesReply,
     Heartbeat,
     HeartbeatReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
     RaftMessage,
     RequestVote,
     RequestVoteReply,
+    TimeoutNow,
 )
 
 PROTOCOL_VERSION: Final = 1
@@ -83,6 +86,9 @@ TAGS: Final[dict[int, type[RaftMessage]]] = {
     4: AppendEntriesReply,
     5: Heartbeat,
     6: HeartbeatReply,
+    7: InstallSnapshot,
+    8: InstallSnapshotReply,
+    9: TimeoutNow,
 }
 
 

@@ -62,7 +62,7 @@ class RaftConfig:
     leader able to commit, and keeps a flaky link or partial connectivity from causing
     elections."""
 
-    max_append_bytes: int = 64 * 1024
+    max_append_bytes: int = 32 * 1024
     """Byte budget of one AppendEntries (entry payloads). At least one entry is always sent,
     however large. Bigger batches mean fewer datagrams; smaller ones fit a UDP datagram."""
 
@@ -76,6 +76,21 @@ class RaftConfig:
     max_uncommitted_entries: int = 4096
     """Proposals are refused (``ProposalDropped``) while this many entries are appended but
     not committed, so a leader without a quorum cannot grow its log without bound."""
+
+    max_entry_bytes: int = 32 * 1024
+    """Largest command a proposal may carry. With ``max_append_bytes`` it keeps every
+    AppendEntries inside one UDP datagram (the codec's limit is 65,000 bytes)."""
+
+    snapshot_threshold_entries: int = 8192
+    """Take a snapshot once this many entries were applied since the last one (HashiCorp
+    Raft's SnapshotThreshold). Smaller means less replay on restart and more snapshot work."""
+
+    snapshot_trailing_entries: int = 1024
+    """Entries kept in the log behind a snapshot, so a follower slightly behind catches up
+    by AppendEntries instead of a whole snapshot (HashiCorp's TrailingLogs, scaled down)."""
+
+    snapshot_chunk_bytes: int = 32 * 1024
+    """Bytes of snapshot per InstallSnapshot message: one datagram each."""
 
     unsafe_commit_old_terms: bool = False
     """TEST ONLY: commit entries of earlier terms by counting replicas (the bug of the
@@ -126,9 +141,19 @@ class RaftConfig:
                 "max_append_entries",
                 "max_inflight_appends",
                 "max_uncommitted_entries",
+                "max_entry_bytes",
+                "snapshot_threshold_entries",
+                "snapshot_chunk_bytes",
             )
             if getattr(self, name) < 1
         ]
+        if self.snapshot_trailing_entries < 0:
+            found.append("snapshot_trailing_entries must be at least 0")
+        found.extend(
+            f"{name} must be at most 49152 (one datagram per message)"
+            for name in ("max_append_bytes", "max_entry_bytes", "snapshot_chunk_bytes")
+            if getattr(self, name) > 48 * 1024
+        )
         if self.election_timeout_max_ticks <= self.election_timeout_min_ticks:
             found.append("election_timeout_max_ticks must exceed election_timeout_min_ticks")
         if self.heartbeat_ticks * 2 > self.election_timeout_min_ticks:

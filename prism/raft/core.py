@@ -25,6 +25,28 @@ The rules that keep one leader able to commit, and where they live:
 * ReadIndex (thesis §6.4): ``read_index`` waits for the first commit of the term, records
   the commit index, and serves only after a quorum answered a heartbeat sent after the
   request; contexts are leader-generated and increasing (etcd-io/etcd#20418).
+
+Membership (thesis §4): the latest ``CONFIG`` entry in the log is in force from the moment
+it is appended, committed or not (``_refresh_membership``). Changes go one server at a time
+(``add_server`` / ``remove_server``), and a leader starts one only after an entry of its own
+term has committed and no other change is uncommitted (``_check_can_change``: the
+single-server change bug of raft-dev, 2015). A server added as a voter joins as a learner
+and is promoted once its log has caught up with the commit index (``_maybe_promote``). A
+leader that removes itself keeps leading until the change commits, then steps down. Only
+voters campaign, vote counts and quorums count voters only, and a leader ignores answers
+from servers that are not members.
+
+Snapshots (Raft §7): the driver snapshots the state machine when ``wants_snapshot`` says so
+and reports it with ``snapshot_saved``, which compacts the log behind it, keeping trailing
+entries. A follower whose next entry is compacted away gets the snapshot in chunks
+(``InstallSnapshot``); a complete one replaces its log prefix (Figure 13, rules 6 and 7),
+comes out in ``Ready.snapshot`` to be persisted and restored, and is acknowledged only after
+that.
+
+Leadership transfer (thesis §3.10): ``transfer_leadership`` stops proposals, brings the
+target up to date, and sends it ``TimeoutNow``; the target campaigns at once, and its vote
+requests carry ``transfer`` so that leader stickiness does not ignore them. A transfer that
+has not completed within the minimum election timeout is abandoned.
 """
 
 from __future__ import annotations
@@ -36,9 +58,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import final
 
-from prism.errors import NotLeader, ProposalDropped
+from prism.errors import (
+    MembershipChangeRefused,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+    TransferInProgress,
+)
 from prism.raft.config import RaftConfig
 from prism.raft.log import RaftLog
+from prism.raft.membership import Membership
 from prism.raft.messages import (
     AppendEntries,
     AppendEntriesReply,
@@ -46,13 +75,17 @@ from prism.raft.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
     RaftMessage,
     RequestVote,
     RequestVoteReply,
+    TimeoutNow,
 )
 from prism.raft.progress import Progress, ProgressState
 from prism.raft.quorum import VoteResult, committed_index, majority, vote_result
 from prism.raft.ready import HardState, Note, Outbound, ReadState, Ready
+from prism.raft.snapshot import Snapshot, SnapshotMeta
 
 
 class Role(enum.StrEnum):
@@ -75,6 +108,17 @@ class _PendingRead:
     acks: set[str]
 
 
+@dataclass(slots=True)
+class _IncomingSnapshot:
+    """Chunks of a leader's snapshot received so far, in order."""
+
+    index: int
+    term: int
+    membership: bytes
+    total: int
+    data: bytearray
+
+
 @final
 class RaftCore:
     """One Raft server's protocol state. See the module docstring."""
@@ -82,29 +126,55 @@ class RaftCore:
     def __init__(
         self,
         node_id: str,
-        voters: Sequence[str],
+        voters: Sequence[str] | Membership,
         *,
         config: RaftConfig,
         rng: random.Random,
         hard_state: HardState | None = None,
         entries: Sequence[Entry] = (),
+        snapshot: Snapshot | None = None,
     ) -> None:
+        """``voters`` is the membership a new cluster starts with (empty for a server that
+        waits to be added); the log and the snapshot, when they hold one, take precedence.
+        ``entries`` and ``snapshot`` are what storage holds; entries the snapshot covers are
+        skipped."""
         config.validate()
-        if node_id not in voters:
-            raise ValueError(f"{node_id} is not among the voters {sorted(voters)}")
-        if len(set(voters)) != len(voters):
-            raise ValueError("duplicate voter ids")
+        if isinstance(voters, Membership):
+            bootstrap = voters
+        else:
+            if len(set(voters)) != len(voters):
+                raise ValueError("duplicate voter ids")
+            bootstrap = Membership.of(list(voters))
         self.id = node_id
         self.config = config
         self._rng = rng
-        self._voters = sorted(voters)
-        self._peers = [v for v in self._voters if v != node_id]
         state = hard_state or HardState()
         self.term = state.term
         self.vote = state.vote
-        self.log = RaftLog(entries)
-        self.commit = min(state.commit, self.log.last_index)
-        self._applied_handed = 0  # committed entries handed out for applying
+        self._snapshot = snapshot  # the newest snapshot: what a lagging follower is sent
+        if snapshot is not None:
+            meta = snapshot.meta
+            self.log = RaftLog(
+                [e for e in entries if e.index > meta.index],
+                snapshot_index=meta.index,
+                snapshot_term=meta.term,
+            )
+            self._base_membership = meta.membership
+        else:
+            self.log = RaftLog(entries)
+            self._base_membership = bootstrap  # the membership as of log.snapshot_index
+        self.commit = max(min(state.commit, self.log.last_index), self.log.snapshot_index)
+        # Committed entries handed out for applying; the driver restores the snapshot first.
+        self._applied_handed = self.log.snapshot_index
+        self._membership = self._base_membership
+        self._membership_at_entry = (0, 0)  # (index, term) of the CONFIG entry in force
+        self._voters: list[str] = []
+        self._peers: list[str] = []  # every member but this server: replication targets
+        self._promotions: list[str] = []  # learners to promote once caught up (leader only)
+        self._transfer_target: str | None = None
+        self._transfer_elapsed = 0
+        self._incoming: _IncomingSnapshot | None = None
+        self._pending_install: Snapshot | None = None  # for the next Ready
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self._ticks = 0  # monotonic logical clock of this core
@@ -127,12 +197,32 @@ class RaftCore:
         # Messages ignored, by reason: bad or stale input is counted, never raised.
         self.drops: Counter[str] = Counter()
         self._outstanding = False  # a Ready was handed out and not yet advanced
+        self._refresh_membership()
 
     # ------------------------------------------------------------------ queries
 
     @property
     def voters(self) -> tuple[str, ...]:
         return tuple(self._voters)
+
+    @property
+    def membership(self) -> Membership:
+        """The membership in force: the latest in the log, committed or not."""
+        return self._membership
+
+    @property
+    def membership_index(self) -> int:
+        """Log index of the CONFIG entry in force (at most the snapshot's index when the
+        membership came from the snapshot or the bootstrap list)."""
+        return self._membership_at_entry[0]
+
+    @property
+    def transfer_target(self) -> str | None:
+        return self._transfer_target
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
 
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.commit)
@@ -152,11 +242,12 @@ class RaftCore:
             self._election_elapsed += 1
             if self._election_elapsed >= self._randomized_timeout:
                 self._election_elapsed = 0
-                self._campaign()
+                if self.id in self._voters:  # learners and non-members never campaign
+                    self._campaign()
 
     def campaign(self) -> None:
-        """Start an election now, as if the election timeout had passed (tests, transfer)."""
-        if self.role is not Role.LEADER:
+        """Start an election now, as if the election timeout had passed (tests)."""
+        if self.role is not Role.LEADER and self.id in self._voters:
             self._campaign()
 
     def step_down(self, reason: str) -> None:
@@ -174,6 +265,13 @@ class RaftCore:
         """
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
+        if self._transfer_target is not None:
+            raise TransferInProgress(f"leadership transfer to {self._transfer_target} in progress")
+        if len(data) > self.config.max_entry_bytes:
+            raise ProposalDropped(
+                f"command of {len(data)} bytes exceeds max_entry_bytes "
+                f"({self.config.max_entry_bytes})"
+            )
         if self.log.last_index - self.commit >= self.config.max_uncommitted_entries:
             raise ProposalDropped(
                 f"{self.log.last_index - self.commit} entries await commit; the leader may "
@@ -207,14 +305,110 @@ class RaftCore:
             return
         self._start_reads([request_id])
 
+    def add_server(self, server: str, address: str = "", *, voter: bool = True) -> tuple[int, int]:
+        """Add ``server`` as a learner; with ``voter``, promote it once it has caught up.
+
+        Called for a server that is already a learner, asks for its promotion. Returns the
+        (index, term) of the CONFIG entry, or (0, 0) when only a promotion was asked for.
+        Raises ``NotLeader``, ``TransferInProgress`` or ``MembershipChangeRefused``.
+        """
+        self._check_can_change()
+        if server in self._membership.learners and voter:
+            if server not in self._promotions:
+                self._promotions.append(server)
+            self._maybe_promote()
+            return 0, 0
+        if server in self._membership.members:
+            raise MembershipChangeRefused(f"{server} is already a member")
+        if not server:
+            raise MembershipChangeRefused("a server id must not be empty")
+        addresses = self._membership.address_map()
+        addresses[server] = address
+        if voter:
+            self._promotions.append(server)
+        return self._propose_membership(
+            Membership.of(self._membership.voters, [*self._membership.learners, server], addresses)
+        )
+
+    def remove_server(self, server: str) -> tuple[int, int]:
+        """Remove a voter or learner (this leader included: it steps down once the change
+        commits). Returns the (index, term) of the CONFIG entry."""
+        self._check_can_change()
+        if server not in self._membership.members:
+            raise MembershipChangeRefused(f"{server} is not a member")
+        if self._membership.voters == (server,):
+            raise MembershipChangeRefused(f"{server} is the last voter")
+        if server in self._promotions:
+            self._promotions.remove(server)
+        addresses = self._membership.address_map()
+        addresses.pop(server, None)
+        return self._propose_membership(
+            Membership.of(
+                [v for v in self._membership.voters if v != server],
+                [v for v in self._membership.learners if v != server],
+                addresses,
+            )
+        )
+
+    def transfer_leadership(self, target: str | None = None) -> str:
+        """Hand leadership to ``target``, or to the most caught-up other voter; returns the
+        target. Proposals are refused until the transfer ends (``TransferInProgress``)."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self._transfer_target is not None:
+            raise TransferInProgress(f"leadership transfer to {self._transfer_target} in progress")
+        others = [voter for voter in self._voters if voter != self.id]
+        if target is None:
+            if not others:
+                raise RaftError("no other voter to transfer leadership to")
+            # max keeps the first of equals: ties go to the smallest id, deterministically.
+            target = max(others, key=lambda voter: self._progress[voter].match)
+        elif target not in others:
+            raise RaftError(f"{target} is not another voter; cannot transfer leadership to it")
+        self._transfer_target = target
+        self._transfer_elapsed = 0
+        self._note("raft.transfer_started", term=self.term, target=target)
+        self._maybe_send_timeout_now()
+        return target
+
+    # ------------------------------------------------------------------ snapshots
+
+    def wants_snapshot(self, applied_index: int) -> bool:
+        """Whether the log has grown enough past the last snapshot to take a new one."""
+        base = self._snapshot.meta.index if self._snapshot is not None else 0
+        return applied_index - base >= self.config.snapshot_threshold_entries
+
+    def snapshot_meta(self, index: int) -> SnapshotMeta:
+        """Where a snapshot of the state machine at applied ``index`` stands in the log."""
+        if not self.log.snapshot_index <= index <= min(self.commit, self._applied_handed):
+            raise ValueError(f"cannot snapshot at {index}: not applied, or compacted")
+        term = self.log.term_at(index)
+        assert term is not None
+        return SnapshotMeta(index=index, term=term, membership=self._membership_at(index))
+
+    def snapshot_saved(self, snapshot: Snapshot) -> int:
+        """A snapshot of this node's state machine is durable. Compacts the log behind it,
+        keeping ``snapshot_trailing_entries``, and returns the index compacted to (the
+        storage is compacted to the same index)."""
+        if self._snapshot is None or snapshot.meta.index > self._snapshot.meta.index:
+            self._snapshot = snapshot
+        target = min(
+            snapshot.meta.index - self.config.snapshot_trailing_entries,
+            self.log.stable_index,
+        )
+        if target > self.log.snapshot_index:
+            self._base_membership = self._membership_at(target)
+            self.log.compact(target)
+        return self.log.snapshot_index
+
     def step(self, src: str, msg: RaftMessage) -> None:
         """Process one message from peer ``src``. Unknown senders are ignored."""
-        if src == self.id or src not in self._voters:
-            self.drops["unknown_sender"] += 1
+        if src == self.id:
+            self.drops["from_self"] += 1
             return
         if msg.term > self.term:
             if isinstance(msg, RequestVote):
-                if self._in_lease():
+                if self._in_lease() and not msg.transfer:
                     self.drops["vote_request_in_lease"] += 1
                     return  # leader stickiness: a live leader is known; ignore
                 if msg.pre_vote:
@@ -224,7 +418,9 @@ class RaftCore:
             elif isinstance(msg, RequestVoteReply) and msg.pre_vote and msg.granted:
                 pass  # a granted pre-vote carries the future term; it is not a new term
             else:
-                leader = src if isinstance(msg, AppendEntries | Heartbeat) else None
+                leader = (
+                    src if isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot) else None
+                )
                 self._become_follower(msg.term, leader, reason="higher_term")
         elif msg.term < self.term:
             self.drops["stale_term"] += 1
@@ -243,6 +439,12 @@ class RaftCore:
                 self._handle_heartbeat(src, msg)
             case HeartbeatReply():
                 self._handle_heartbeat_reply(src, msg)
+            case InstallSnapshot():
+                self._handle_install_snapshot(src, msg)
+            case InstallSnapshotReply():
+                self._handle_snapshot_reply(src, msg)
+            case TimeoutNow():
+                self._handle_timeout_now(src)
 
     # ------------------------------------------------------------------ output
 
@@ -258,6 +460,7 @@ class RaftCore:
             or self.vote != self._last_hard_state.vote
             or self.commit != self._last_hard_state.commit
             or self.commit > self._applied_handed
+            or self._pending_install is not None
         )
 
     def ready(self) -> Ready:
@@ -282,7 +485,9 @@ class RaftCore:
             read_states=tuple(self._read_states),
             dropped_reads=tuple(self._dropped_reads),
             notes=tuple(self._notes),
+            snapshot=self._pending_install,
         )
+        self._pending_install = None
         self._messages.clear()
         self._messages_after_persist.clear()
         self._read_states.clear()
@@ -299,7 +504,7 @@ class RaftCore:
             last = ready.entries[-1]
             self.log.stable_to(last.index, last.term)
             if self.role is Role.LEADER and self._maybe_commit():
-                self._broadcast_append(send_if_empty=True)
+                self._commit_advanced()
 
     # ------------------------------------------------------------------ roles
 
@@ -323,6 +528,8 @@ class RaftCore:
         self._votes = {}
         if was is Role.LEADER:
             self._progress = {}
+            self._promotions = []
+            self._end_transfer(None)
             self._drop_reads()
             self._note("raft.stepped_down", term=self.term, reason=reason)
 
@@ -347,7 +554,7 @@ class RaftCore:
             return
         self._become_candidate()
 
-    def _become_candidate(self) -> None:
+    def _become_candidate(self, *, transfer: bool = False) -> None:
         self.term += 1
         self.vote = self.id
         self.role = Role.CANDIDATE
@@ -360,7 +567,10 @@ class RaftCore:
             self._become_leader()
             return
         request = RequestVote(
-            term=self.term, last_log_index=self.log.last_index, last_log_term=self.log.last_term
+            term=self.term,
+            last_log_index=self.log.last_index,
+            last_log_term=self.log.last_term,
+            transfer=transfer,
         )
         for peer in self._peers:
             # Our new term and our vote for ourselves must be durable first.
@@ -372,14 +582,8 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._election_elapsed = 0
         self._votes = {}
-        self._progress = {
-            peer: Progress(
-                next_index=self.log.last_index + 1,
-                max_inflight=self.config.max_inflight_appends,
-                now_tick=self._ticks,
-            )
-            for peer in self._peers
-        }
+        self._progress = {}
+        self._sync_progress()
         self._note("raft.became_leader", term=self.term)
         # Raft §8: a no-op of our own term lets earlier entries commit (Figure 8) and lets
         # ReadIndex learn the commit index.
@@ -404,14 +608,20 @@ class RaftCore:
         if self.config.check_quorum and not self._quorum_recently_heard():
             self._become_follower(self.term, None, reason="check_quorum")
             return
+        if self._transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_timeout_min_ticks:
+                self._end_transfer("timed_out")
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
 
     def _quorum_recently_heard(self) -> bool:
         window = self.config.election_timeout_min_ticks
-        heard = 1 + sum(
-            1 for peer in self._peers if self._ticks - self._progress[peer].last_heard_tick < window
+        heard = sum(
+            1
+            for voter in self._voters
+            if voter == self.id or self._ticks - self._progress[voter].last_heard_tick < window
         )
         return heard >= majority(len(self._voters))
 
@@ -443,6 +653,9 @@ class RaftCore:
         expected = Role.PRE_CANDIDATE if msg.pre_vote else Role.CANDIDATE
         if self.role is not expected:
             return
+        if src not in self._voters:
+            self.drops["vote_from_non_voter"] += 1
+            return
         self._votes[src] = msg.granted  # one entry per voter: duplicates count once
         result = vote_result(self._votes, len(self._voters))
         if result is VoteResult.WON:
@@ -455,7 +668,7 @@ class RaftCore:
 
     def _answer_stale(self, src: str, msg: RaftMessage) -> None:
         """A message from an older term. Answer where that frees the sender, else drop."""
-        if isinstance(msg, AppendEntries | Heartbeat) and (
+        if isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot) and (
             self.config.check_quorum or self.config.pre_vote
         ):
             # A leader of an older term learns ours and steps down. Without this, a node
@@ -480,6 +693,10 @@ class RaftCore:
         else:
             last_new = self.log.maybe_append(msg.prev_log_index, msg.prev_log_term, msg.entries)
             if last_new is not None:
+                if any(e.kind is EntryKind.CONFIG for e in msg.entries) or (
+                    self.log.term_at(self._membership_at_entry[0]) != self._membership_at_entry[1]
+                ):
+                    self._refresh_membership()
                 self._commit_to(min(msg.leader_commit, last_new))
                 reply = AppendEntriesReply(term=self.term, success=True, match_index=last_new)
             else:
@@ -509,17 +726,35 @@ class RaftCore:
         if index > self.commit:
             self.commit = index
 
-    def _handle_append_reply(self, src: str, msg: AppendEntriesReply) -> None:
+    def _member_progress(self, src: str) -> Progress | None:
+        """The leader's progress of ``src``; None (counted) when not leading or not a member."""
         if self.role is not Role.LEADER:
-            return
-        progress = self._progress[src]
+            return None
+        progress = self._progress.get(src)
+        if progress is None:
+            self.drops["not_member"] += 1
+            return None
         progress.last_heard_tick = self._ticks
+        return progress
+
+    def _handle_append_reply(self, src: str, msg: AppendEntriesReply) -> None:
+        progress = self._member_progress(src)
+        if progress is None:
+            return
         if msg.success:
             if progress.maybe_update(msg.match_index):
                 if progress.state is ProgressState.PROBE:
                     progress.become_replicate()
+                elif (
+                    progress.state is ProgressState.SNAPSHOT
+                    and self.log.term_at(progress.match) is not None
+                ):
+                    progress.become_probe()  # caught up through appends sent before
                 if self._maybe_commit():
-                    self._broadcast_append(send_if_empty=True)
+                    self._commit_advanced()
+                if src == self._transfer_target:
+                    self._maybe_send_timeout_now()
+                self._maybe_promote()
             self._send_appends(src)
             return
         hint_next = msg.hint_index + 1
@@ -531,10 +766,11 @@ class RaftCore:
             self._send_append(src, send_if_empty=True)
 
     def _handle_heartbeat_reply(self, src: str, msg: HeartbeatReply) -> None:
-        if self.role is not Role.LEADER:
+        progress = self._member_progress(src)
+        if progress is None:
             return
-        progress = self._progress[src]
-        progress.last_heard_tick = self._ticks
+        if progress.state is ProgressState.SNAPSHOT:
+            self._send_snapshot_chunk(src, progress)  # the last chunk or its answer was lost
         progress.probe_sent = False  # a lost probe must not pause the follower forever
         if progress.state is ProgressState.REPLICATE and progress.is_paused():
             progress.inflights.popleft()
@@ -550,7 +786,7 @@ class RaftCore:
         prev_index = progress.next - 1
         prev_term = self.log.term_at(prev_index)
         if prev_term is None:
-            # Compacted away: needs a snapshot, which arrives with InstallSnapshot (issue 3).
+            self._start_snapshot(peer, progress)  # compacted away: only a snapshot will do
             return False
         entries = self.log.batch_from(
             progress.next,
@@ -601,8 +837,12 @@ class RaftCore:
             )
 
     def _maybe_commit(self) -> bool:
-        """Advance the commit index to what a quorum holds durably; True if it moved."""
-        matches = [self.log.stable_index] + [self._progress[p].match for p in self._peers]
+        """Advance the commit index to what a quorum of voters holds durably; True if it
+        moved. The leader counts itself only while it is a voter (it may be removing itself)."""
+        matches = [
+            self.log.stable_index if voter == self.id else self._progress[voter].match
+            for voter in self._voters
+        ]
         index = committed_index(matches)
         if index <= self.commit:
             return False
@@ -616,27 +856,310 @@ class RaftCore:
             self._start_reads(waiting)
         return True
 
+    def _commit_advanced(self) -> None:
+        """The leader's commit index moved: tell followers, and act on committed changes."""
+        self._broadcast_append(send_if_empty=True)
+        if self.id not in self._voters and self.commit >= self._membership_at_entry[0]:
+            # Our own removal committed (thesis §4.2.2): the followers have just been told
+            # the commit index; a new leader comes from the remaining voters.
+            self._become_follower(self.term, None, reason="removed")
+            return
+        self._maybe_promote()
+
+    # ------------------------------------------------------------------ membership
+
+    def _membership_at(self, index: int) -> Membership:
+        """The membership in force at ``index``: the last CONFIG entry up to it."""
+        for at in range(min(index, self.log.last_index), self.log.snapshot_index, -1):
+            entry = self.log.entry(at)
+            if entry.kind is EntryKind.CONFIG:
+                decoded = self._decode_membership(entry)
+                if decoded is not None:
+                    return decoded
+        return self._base_membership
+
+    def _decode_membership(self, entry: Entry) -> Membership | None:
+        try:
+            return Membership.decode(entry.data)
+        except ValueError:
+            self.drops["bad_membership_entry"] += 1  # a leader's bug; treated as a no-op
+            return None
+
+    def _refresh_membership(self) -> None:
+        """Put the latest membership of the log (or the base one) in force."""
+        for at in range(self.log.last_index, self.log.snapshot_index, -1):
+            entry = self.log.entry(at)
+            if entry.kind is EntryKind.CONFIG:
+                decoded = self._decode_membership(entry)
+                if decoded is not None:
+                    self._set_membership(decoded, (entry.index, entry.term))
+                    return
+        self._set_membership(self._base_membership, (0, 0))
+
+    def _set_membership(self, membership: Membership, at: tuple[int, int]) -> None:
+        changed = membership != self._membership
+        self._membership = membership
+        self._membership_at_entry = at
+        self._voters = list(membership.voters)
+        self._peers = [m for m in membership.members if m != self.id]
+        if changed:
+            self._note(
+                "raft.membership",
+                index=at[0],
+                voters=",".join(membership.voters),
+                learners=",".join(membership.learners),
+            )
+        if self.role is Role.LEADER:
+            self._sync_progress()
+            if self._transfer_target is not None and self._transfer_target not in self._voters:
+                self._end_transfer("target_removed")
+
+    def _sync_progress(self) -> None:
+        """Leader: one Progress per member but itself, new ones probed from our last entry."""
+        for peer in list(self._progress):
+            if peer not in self._peers:
+                del self._progress[peer]
+        for peer in self._peers:
+            if peer not in self._progress:
+                self._progress[peer] = Progress(
+                    next_index=self.log.last_index + 1,
+                    max_inflight=self.config.max_inflight_appends,
+                    now_tick=self._ticks,
+                )
+
+    def _check_can_change(self) -> None:
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self._transfer_target is not None:
+            raise TransferInProgress(f"leadership transfer to {self._transfer_target} in progress")
+        if self.log.term_at(self.commit) != self.term:
+            raise MembershipChangeRefused(
+                "this leader has not yet committed an entry of its own term; retry shortly"
+            )
+        if self._membership_at_entry[0] > self.commit:
+            raise MembershipChangeRefused("another membership change has not committed yet")
+
+    def _propose_membership(self, membership: Membership) -> tuple[int, int]:
+        entry = Entry(
+            term=self.term,
+            index=self.log.last_index + 1,
+            kind=EntryKind.CONFIG,
+            data=membership.encode(),
+        )
+        self.log.append([entry])
+        self._set_membership(membership, (entry.index, entry.term))
+        self._broadcast_append()
+        return entry.index, entry.term
+
+    def _maybe_promote(self) -> None:
+        """Promote the first learner waiting for it whose log has reached our commit index."""
+        if (
+            not self._promotions
+            or self.role is not Role.LEADER
+            or self._transfer_target is not None
+            or self._membership_at_entry[0] > self.commit
+            or self.log.term_at(self.commit) != self.term
+        ):
+            return
+        self._promotions = [p for p in self._promotions if p in self._membership.learners]
+        for learner in self._promotions:
+            if self._progress[learner].match >= self.commit:
+                self._promotions.remove(learner)
+                self._propose_membership(
+                    Membership.of(
+                        [*self._membership.voters, learner],
+                        [m for m in self._membership.learners if m != learner],
+                        self._membership.address_map(),
+                    )
+                )
+                return
+
+    # ------------------------------------------------------------------ transfer
+
+    def _maybe_send_timeout_now(self) -> None:
+        target = self._transfer_target
+        if target is None:
+            return
+        progress = self._progress[target]
+        if progress.match >= self.log.last_index:
+            self._messages.append(Outbound(target, TimeoutNow(term=self.term)))
+        else:
+            self._send_appends(target)
+
+    def _end_transfer(self, aborted: str | None) -> None:
+        if self._transfer_target is None:
+            return
+        if aborted is not None:
+            self._note(
+                "raft.transfer_aborted",
+                term=self.term,
+                target=self._transfer_target,
+                reason=aborted,
+            )
+        self._transfer_target = None
+        self._transfer_elapsed = 0
+
+    def _handle_timeout_now(self, src: str) -> None:
+        if self.id not in self._voters or self.role is Role.LEADER:
+            self.drops["timeout_now_ignored"] += 1
+            return
+        self.leader = None
+        self._note("raft.timeout_now", term=self.term, sender=src)
+        self._become_candidate(transfer=True)
+
+    # ------------------------------------------------------------------ snapshot transfer
+
+    def _start_snapshot(self, peer: str, progress: Progress) -> None:
+        if self._snapshot is None:
+            self.drops["no_snapshot_to_send"] += 1  # cannot happen: compaction follows one
+            return
+        progress.become_snapshot(self._snapshot)
+        self._note("raft.sending_snapshot", to=peer, index=self._snapshot.meta.index)
+        self._send_snapshot_chunk(peer, progress)
+
+    def _send_snapshot_chunk(self, peer: str, progress: Progress) -> None:
+        snapshot = progress.snapshot
+        assert snapshot is not None
+        offset = progress.snapshot_offset
+        self._messages.append(
+            Outbound(
+                peer,
+                InstallSnapshot(
+                    term=self.term,
+                    index=snapshot.meta.index,
+                    snapshot_term=snapshot.meta.term,
+                    membership=snapshot.meta.membership.encode(),
+                    total=len(snapshot.data),
+                    offset=offset,
+                    data=snapshot.data[offset : offset + self.config.snapshot_chunk_bytes],
+                ),
+            )
+        )
+
+    def _handle_snapshot_reply(self, src: str, msg: InstallSnapshotReply) -> None:
+        progress = self._member_progress(src)
+        if progress is None:
+            return
+        sending = progress.snapshot
+        if progress.state is not ProgressState.SNAPSHOT or sending is None:
+            return  # a late answer; the follower has moved on
+        if msg.index != sending.meta.index:
+            return
+        if msg.done:
+            progress.snapshot_installed(msg.index)
+            if self._maybe_commit():
+                self._commit_advanced()
+            self._send_appends(src)
+            return
+        if msg.next_offset > len(sending.data):
+            self.drops["bad_snapshot_offset"] += 1
+            return
+        progress.snapshot_offset = msg.next_offset
+        self._send_snapshot_chunk(src, progress)
+
+    def _handle_install_snapshot(self, src: str, msg: InstallSnapshot) -> None:
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(msg.term, src, reason="leader_seen")
+        self.leader = src
+        self._election_elapsed = 0
+        if msg.index <= self.commit:
+            # We hold everything it covers already (committed entries match the leader's).
+            self._incoming = None
+            self._reply_snapshot(src, msg.index, msg.total, done=True)
+            return
+        incoming = self._incoming
+        same = (
+            incoming is not None
+            and incoming.index == msg.index
+            and incoming.term == msg.snapshot_term
+            and incoming.total == msg.total
+        )
+        if msg.offset == 0:
+            incoming = _IncomingSnapshot(
+                msg.index, msg.snapshot_term, msg.membership, msg.total, bytearray()
+            )
+            self._incoming = incoming
+        elif incoming is None or not same or msg.offset != len(incoming.data):
+            # A chunk out of order, or of another snapshot: say where we stand.
+            self.drops["snapshot_chunk_out_of_order"] += 1
+            self._messages.append(
+                Outbound(
+                    src,
+                    InstallSnapshotReply(
+                        term=self.term,
+                        index=msg.index,
+                        next_offset=len(incoming.data) if incoming is not None and same else 0,
+                        done=False,
+                    ),
+                )
+            )
+            return
+        incoming.data += msg.data
+        if len(incoming.data) < incoming.total:
+            self._messages.append(
+                Outbound(
+                    src,
+                    InstallSnapshotReply(
+                        term=self.term, index=msg.index, next_offset=len(incoming.data), done=False
+                    ),
+                )
+            )
+            return
+        self._incoming = None
+        try:
+            membership = Membership.decode(incoming.membership)
+        except ValueError:
+            self.drops["bad_snapshot_membership"] += 1
+            return
+        self._install(
+            Snapshot(
+                meta=SnapshotMeta(index=incoming.index, term=incoming.term, membership=membership),
+                data=bytes(incoming.data),
+            )
+        )
+        self._reply_snapshot(src, msg.index, msg.total, done=True)
+
+    def _install(self, snapshot: Snapshot) -> None:
+        meta = snapshot.meta
+        self.log.install_snapshot(meta.index, meta.term)
+        self._snapshot = snapshot
+        self._base_membership = meta.membership
+        self._refresh_membership()
+        self.commit = max(self.commit, meta.index)
+        self._applied_handed = max(self._applied_handed, meta.index)
+        self._pending_install = snapshot
+        self._note("raft.snapshot_installed", index=meta.index, term=meta.term)
+
+    def _reply_snapshot(self, src: str, index: int, total: int, *, done: bool) -> None:
+        # After persist: "done" promises the snapshot (or what it covers) is on our disk.
+        self._messages_after_persist.append(
+            Outbound(
+                src, InstallSnapshotReply(term=self.term, index=index, next_offset=total, done=done)
+            )
+        )
+
     # ------------------------------------------------------------------ reads
 
     def _start_reads(self, request_ids: list[int]) -> None:
-        if not self._peers:
+        if self._voters == [self.id]:
             self._read_states.extend(ReadState(r, self.commit) for r in request_ids)
             return
         self._read_seq += 1
         for request_id in request_ids:
-            self._pending_reads.append(
-                _PendingRead(self._read_seq, request_id, self.commit, {self.id})
-            )
+            acks = {self.id} if self.id in self._voters else set()
+            self._pending_reads.append(_PendingRead(self._read_seq, request_id, self.commit, acks))
         self._broadcast_heartbeat()
 
     def _confirm_reads(self, src: str, ctx: int) -> None:
+        if src not in self._voters:
+            return
         needed = majority(len(self._voters))
         confirmed = -1
         for position, pending in enumerate(self._pending_reads):
             if pending.ctx > ctx:
                 break
             pending.acks.add(src)
-            if len(pending.acks) >= needed:
+            if sum(1 for ack in pending.acks if ack in self._voters) >= needed:
                 confirmed = position
         if confirmed < 0:
             return

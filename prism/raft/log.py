@@ -178,6 +178,22 @@ class RaftLog:
             self.stable_index = index
             self._unpersisted_from = max(self._unpersisted_from, index + 1)
 
+    def install_snapshot(self, index: int, term: int) -> None:
+        """A snapshot up to (``index``, ``term``) from the leader replaces the log's prefix
+        (Raft Figure 13): entries after it are kept if the entry at ``index`` has ``term``
+        (rule 6), otherwise the whole log is discarded (rule 7). Storage applies the same
+        rule when the snapshot is saved, so memory and disk agree."""
+        if index <= self.snapshot_index:
+            return
+        if self.term_at(index) == term:
+            del self._entries[: index - self.snapshot_index]
+        else:
+            self._entries = []
+        self.snapshot_index = index
+        self.snapshot_term = term
+        self.stable_index = max(self.stable_index, index)
+        self._unpersisted_from = max(self._unpersisted_from, index + 1)
+
     def compact(self, index: int) -> None:
         """Drop entries up to ``index`` (already durable and applied, behind a snapshot)."""
         if index <= self.snapshot_index:

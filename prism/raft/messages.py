@@ -62,13 +62,14 @@ class RequestVote:
     last_log_index: int
     last_log_term: int
     pre_vote: bool = False
+    transfer: bool = False  # sent after TimeoutNow: the old leader asked for this election
 
     def __post_init__(self) -> None:
         _check_non_negative(
             term=self.term, last_log_index=self.last_log_index, last_log_term=self.last_log_term
         )
-        if type(self.pre_vote) is not bool:
-            raise ValueError("pre_vote must be bool")
+        if type(self.pre_vote) is not bool or type(self.transfer) is not bool:
+            raise ValueError("pre_vote and transfer must be bool")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,7 +163,76 @@ class HeartbeatReply:
         _check_non_negative(term=self.term, read_ctx=self.read_ctx)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstallSnapshot:
+    """One chunk of the leader's snapshot (Raft §7, Figure 13), for a follower whose next
+    entry the leader has compacted away. ``membership`` is an encoded ``Membership``;
+    ``total`` is the size of the whole snapshot, ``offset`` where this chunk starts."""
+
+    term: int
+    index: int
+    snapshot_term: int
+    membership: bytes
+    total: int
+    offset: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            index=self.index,
+            snapshot_term=self.snapshot_term,
+            total=self.total,
+            offset=self.offset,
+        )
+        if type(self.data) is not bytes or type(self.membership) is not bytes:
+            raise ValueError("data and membership must be bytes")
+        if self.offset + len(self.data) > self.total:
+            raise ValueError("chunk runs past the snapshot's total size")
+        if self.index == 0:
+            raise ValueError("a snapshot covers at least index 1")
+
+    @property
+    def last(self) -> bool:
+        return self.offset + len(self.data) == self.total
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstallSnapshotReply:
+    """``next_offset`` is the byte the follower wants next; ``done`` means the snapshot at
+    ``index`` is installed and durable (or the follower already had everything it covers)."""
+
+    term: int
+    index: int
+    next_offset: int
+    done: bool
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term, index=self.index, next_offset=self.next_offset)
+        if type(self.done) is not bool:
+            raise ValueError("done must be bool")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutNow:
+    """From a leader handing over leadership (thesis §3.10): campaign now, without pre-vote;
+    the target's log is known to be as up to date as the leader's."""
+
+    term: int
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term)
+
+
 RaftMessage = (
-    RequestVote | RequestVoteReply | AppendEntries | AppendEntriesReply | Heartbeat | HeartbeatReply
+    RequestVote
+    | RequestVoteReply
+    | AppendEntries
+    | AppendEntriesReply
+    | Heartbeat
+    | HeartbeatReply
+    | InstallSnapshot
+    | InstallSnapshotReply
+    | TimeoutNow
 )
 """Every message the Raft core sends or accepts."""

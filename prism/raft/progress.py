@@ -3,7 +3,10 @@
 A follower is either probed (``PROBE``: one AppendEntries at a time, waiting for the answer,
 used after a rejection or at the start of a term) or replicated to (``REPLICATE``: pipelined,
 ``next`` moved forward optimistically, up to ``max_inflight`` unanswered appends). A rejection
-sends it back to probing; a success while probing lets it pipeline.
+sends it back to probing; a success while probing lets it pipeline. A follower whose next
+entry the leader has compacted away is sent the snapshot (``SNAPSHOT``: one chunk at a time,
+each sent when the previous one is acknowledged, resent on a heartbeat answer if lost); once
+it is installed the follower is probed from the entry after it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import enum
 from collections import deque
 from typing import final
 
+from prism.raft.snapshot import Snapshot
+
 
 class ProgressState(enum.StrEnum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 @final
@@ -33,6 +39,8 @@ class Progress:
         "max_inflight",
         "next",
         "probe_sent",
+        "snapshot",
+        "snapshot_offset",
         "state",
     )
 
@@ -44,8 +52,12 @@ class Progress:
         self.inflights: deque[int] = deque()
         self.max_inflight = max_inflight
         self.last_heard_tick = now_tick  # a new leader gives everyone one timeout of grace
+        self.snapshot: Snapshot | None = None  # SNAPSHOT: the one being sent (it may be
+        self.snapshot_offset = 0  # superseded meanwhile; this one is finished first)
 
     def is_paused(self) -> bool:
+        if self.state is ProgressState.SNAPSHOT:
+            return True  # appends wait until the snapshot is installed
         if self.state is ProgressState.PROBE:
             return self.probe_sent
         return len(self.inflights) >= self.max_inflight
@@ -66,6 +78,8 @@ class Progress:
 
         Returns False for a stale rejection (of an append older than what we know).
         """
+        if self.state is ProgressState.SNAPSHOT:
+            return False  # the snapshot in flight settles where this follower stands
         if rejected <= self.match:
             # A follower cannot lack an entry it acknowledged: a stale (reordered) reply.
             # Resending at once would loop at network speed; the next heartbeat retries.
@@ -84,6 +98,19 @@ class Progress:
         self.next = self.match + 1
         self.probe_sent = False
         self.inflights.clear()
+        self.snapshot = None
+
+    def become_snapshot(self, snapshot: Snapshot) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.snapshot = snapshot
+        self.snapshot_offset = 0
+        self.probe_sent = False
+        self.inflights.clear()
+
+    def snapshot_installed(self, index: int) -> None:
+        """The follower holds everything up to ``index``: probe from the entry after it."""
+        self.match = max(self.match, index)
+        self.become_probe()
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE

@@ -19,9 +19,12 @@ from prism.raft.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
     RaftMessage,
     RequestVote,
     RequestVoteReply,
+    TimeoutNow,
 )
 
 FAST = settings(max_examples=60, deadline=None)
@@ -59,6 +62,21 @@ def append_entries(draw: st.DrawFn) -> AppendEntries:
     )
 
 
+@st.composite
+def snapshot_chunks(draw: st.DrawFn) -> InstallSnapshot:
+    data = draw(st.binary(max_size=200))
+    offset = draw(st.integers(min_value=0, max_value=2**40))
+    return InstallSnapshot(
+        term=draw(uints),
+        index=draw(st.integers(min_value=1, max_value=2**62)),
+        snapshot_term=draw(uints),
+        membership=draw(st.binary(max_size=50)),
+        total=offset + len(data) + draw(st.integers(min_value=0, max_value=2**40)),
+        offset=offset,
+        data=data,
+    )
+
+
 STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     RequestVote: st.builds(
         RequestVote,
@@ -66,6 +84,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         last_log_index=uints,
         last_log_term=uints,
         pre_vote=st.booleans(),
+        transfer=st.booleans(),
     ),
     RequestVoteReply: st.builds(
         RequestVoteReply, term=uints, granted=st.booleans(), pre_vote=st.booleans()
@@ -82,6 +101,11 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     Heartbeat: st.builds(Heartbeat, term=uints, commit=uints, read_ctx=uints),
     HeartbeatReply: st.builds(HeartbeatReply, term=uints, read_ctx=uints),
+    InstallSnapshot: snapshot_chunks(),
+    InstallSnapshotReply: st.builds(
+        InstallSnapshotReply, term=uints, index=uints, next_offset=uints, done=st.booleans()
+    ),
+    TimeoutNow: st.builds(TimeoutNow, term=uints),
 }
 messages = st.one_of(*STRATEGIES.values())
 encodings = st.builds(wire.encode, messages, cluster_id=ids, sender_id=ids)
@@ -129,6 +153,11 @@ def valid_fields(cls: type[Any]) -> list[object]:
         AppendEntriesReply: AppendEntriesReply(term=1, success=False, hint_index=3),
         Heartbeat: Heartbeat(term=1, commit=2),
         HeartbeatReply: HeartbeatReply(term=1),
+        InstallSnapshot: InstallSnapshot(
+            term=3, index=9, snapshot_term=2, membership=b"{}", total=10, offset=4, data=b"abc"
+        ),
+        InstallSnapshotReply: InstallSnapshotReply(term=3, index=9, next_offset=7, done=False),
+        TimeoutNow: TimeoutNow(term=4),
     }
     envelope = msgpack.unpackb(wire.encode(examples[cls], cluster_id="c", sender_id="n1"))
     fields: list[object] = envelope[4]
