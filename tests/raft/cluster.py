@@ -16,6 +16,7 @@ from prism.raft.core import RaftCore, Role
 from prism.raft.kv import ApplyResult, Command, KVStateMachine
 from prism.raft.messages import Entry, RaftMessage
 from prism.raft.ready import HardState, Note, Outbound, ReadState, Ready
+from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage
 
 Wire = tuple[str, str, RaftMessage]  # (src, dst, message)
@@ -47,8 +48,18 @@ def drain(core: RaftCore, storage: MemoryStorage | None = None) -> list[Ready]:
 
 
 class Cluster:
-    def __init__(self, size: int = 3, *, seed: int = 0, config: RaftConfig | None = None) -> None:
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        seed: int = 0,
+        config: RaftConfig | None = None,
+        voters: int | None = None,
+    ) -> None:
+        """``size`` servers; the first ``voters`` of them (all by default) form the cluster,
+        the others start empty and wait to be added."""
         self.ids = [f"n{i}" for i in range(1, size + 1)]
+        self.bootstrap = self.ids[: size if voters is None else voters]
         self.seed = seed
         self.config = config or RaftConfig.lan()
         self.storage = {node: MemoryStorage() for node in self.ids}
@@ -73,13 +84,16 @@ class Cluster:
         stored = self.storage[node]
         self.cores[node] = RaftCore(
             node,
-            self.ids,
+            self.bootstrap if node in self.bootstrap else [],
             config=self.config,
             rng=random.Random(f"{self.seed}/{node}"),
             hard_state=stored.hard_state,
             entries=list(stored.entries),
+            snapshot=stored.snapshot,
         )
         self.kv[node] = KVStateMachine()
+        if stored.snapshot is not None:
+            self.kv[node].restore(stored.snapshot.data)
         self.applied[node] = []
 
     # ------------------------------------------------------------------ the Ready loop
@@ -92,15 +106,26 @@ class Cluster:
             ready = core.ready()
             self.readies.append((node, ready))
             self.send(node, ready.messages)
-            self.storage[node].save(ready.hard_state, ready.entries)
+            self.storage[node].save(ready.hard_state, ready.entries, ready.snapshot)
             self.send(node, ready.messages_after_persist)
+            if ready.snapshot is not None:
+                self.kv[node].restore(ready.snapshot.data)
             for entry in ready.committed_entries:
                 self.applied[node].append(self.kv[node].apply(entry))
             self.read_states[node].extend(ready.read_states)
             self.dropped_reads[node].extend(ready.dropped_reads)
             self.notes.extend((node, note) for note in ready.notes)
             core.advance(ready)
+            self.maybe_snapshot(node)
         raise AssertionError(f"{node} always has a Ready")
+
+    def maybe_snapshot(self, node: str) -> None:
+        """Snapshot the state machine when the core asks for it (the driver's rule)."""
+        core, kv, storage = self.cores[node], self.kv[node], self.storage[node]
+        if core.wants_snapshot(kv.applied_index):
+            snapshot = Snapshot(meta=core.snapshot_meta(kv.applied_index), data=kv.snapshot())
+            storage.save_snapshot(snapshot)
+            storage.compact(core.snapshot_saved(snapshot))
 
     def send(self, src: str, outbound: Iterable[Outbound]) -> None:
         """Put messages on the wire (``run_ready`` does this; tests driving a Ready by hand
