@@ -21,18 +21,23 @@ Payloads
 msgpack arrays, positional. Ints are non-negative (terms and indexes fit in u64), ``bytes``
 are msgpack bin, ``str`` are msgpack str, an absent vote is nil::
 
-    1 SEGMENT_START  [seq, term, vote, commit, snapshot_index, snapshot_term, last_index]
-    2 ENTRY          [term, index, kind, data, client_id, seq]
+    1 SEGMENT_START  [format, seq, term, vote, commit, snapshot_index, snapshot_term,
+                      last_index]
+    2 ENTRY          [term, index, kind, data, client_id, seq]   kind: EntryKind's value
     3 HARD_STATE     [term, vote, commit]
-    4 SNAPSHOT       [index, term, action]
+    4 SNAPSHOT       [index, term, action]   action: 0 TAKEN, 1 KEEP_AFTER, 2 DROP_ALL
     5 COMPACT        [index]
+
+``format`` is ``WAL_FORMAT`` (1); a segment of any other format is refused.
 
 ``SEGMENT_START`` is the first record of every segment and nowhere else: the segment's
 sequence number and everything a reader needs that earlier segments would otherwise hold
 (the hard state, the snapshot in force, the last index), so older segments can be deleted.
 ``SNAPSHOT`` says a snapshot file became the one in force; ``action`` (``SnapshotAction``)
 says what it did to the log, decided by the writer, so replay never needs the entries that
-compaction may since have deleted. ``COMPACT`` records a ``compact(index)`` call.
+compaction may since have deleted. ``COMPACT`` records a ``compact(index)`` call. There is
+no truncation record: an ``ENTRY`` at or below the last index replaces the log from there
+on, on replay as when it was written.
 
 Save groups
 -----------
@@ -45,8 +50,8 @@ Why zlib.crc32 rather than CRC-32C
 ----------------------------------
 Both detect every burst error of up to 32 bits and miss random damage with probability
 2**-32; CRC-32C's edge (hardware instruction, a better Hamming distance at some lengths)
-needs a third-party C extension, while zlib's runs in C from the standard library. The
-format names its checksum, so a later version can switch with a new format tag.
+needs a third-party C extension, while zlib's runs in C from the standard library. A later
+``WAL_FORMAT`` could switch.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import enum
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,6 +74,7 @@ HEADER_BYTES: Final = HEADER.size  # 10
 FLAG_GROUP_END: Final = 0x01
 _LENGTH: Final = struct.Struct("<I")
 MAX_PAYLOAD_BYTES: Final = 2**32 - 1
+WAL_FORMAT: Final = 1
 
 
 class RecordType(enum.IntEnum):
@@ -166,7 +173,9 @@ def read_frame(data: memoryview, offset: int) -> Frame | str:
         return f"unknown record type {kind}"
     if flags & ~FLAG_GROUP_END:
         return f"unknown flags {flags:#04x}"
-    return Frame(offset, end, RecordType(kind), bool(flags & FLAG_GROUP_END), data[offset + 10 : end])
+    return Frame(
+        offset, end, RecordType(kind), bool(flags & FLAG_GROUP_END), data[offset + 10 : end]
+    )
 
 
 _RECORD_TYPES: Final = frozenset(int(kind) for kind in RecordType)
@@ -218,6 +227,7 @@ def _encode_payload(record: Record) -> tuple[RecordType, list[object]]:
         case SegmentStart():
             hard = record.hard_state
             return RecordType.SEGMENT_START, [
+                WAL_FORMAT,
                 record.seq,
                 hard.term,
                 hard.vote,
@@ -292,18 +302,20 @@ def _decode_compact(body: list[object]) -> Compact:
 
 
 def _decode_segment_start(body: list[object]) -> SegmentStart:
-    _shape(body, 7, "SEGMENT_START")
-    seq, term, commit, snapshot_index, snapshot_term, last_index = _ints(body, 0, 1, 3, 4, 5, 6)
+    _shape(body, 8, "SEGMENT_START")
+    if body[0] != WAL_FORMAT or type(body[0]) is not int:
+        raise ValueError(f"unsupported WAL format {body[0]!r} (this code reads {WAL_FORMAT})")
+    seq, term, commit, snapshot_index, snapshot_term, last_index = _ints(body, 1, 2, 4, 5, 6, 7)
     return SegmentStart(
         seq=seq,
-        hard_state=HardState(term=term, vote=_vote(body[2]), commit=commit),
+        hard_state=HardState(term=term, vote=_vote(body[3]), commit=commit),
         snapshot_index=snapshot_index,
         snapshot_term=snapshot_term,
         last_index=last_index,
     )
 
 
-_DECODERS: Final = {
+_DECODERS: Final[dict[RecordType, Callable[[list[object]], Record]]] = {
     RecordType.SEGMENT_START: _decode_segment_start,
     RecordType.ENTRY: _decode_entry,
     RecordType.HARD_STATE: _decode_hard_state,
