@@ -1,7 +1,8 @@
 """A simulated Raft cluster: N real ``RaftCore`` instances on virtual time and a simulated
 network, run through the same handling loop as the driver (``prism.raft.ready``).
 
-What a crash keeps: only what reached the node's ``MemoryStorage``. A Ready's durable part
+What a crash keeps: only what reached the node's ``MemoryStorage`` (its log, hard state and
+snapshot). A Ready's durable part
 takes ``disk_ms`` of virtual time to write; a crash before it completes loses the write
 and the messages that were waiting for it. Everything else (role, leader, progress, the
 state machine, pending client requests) is volatile and gone; on restart the node rebuilds
@@ -20,12 +21,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import final
 
-from prism.errors import NotLeader, ProposalDropped
+from prism.errors import NotLeader, ProposalDropped, RaftError
 from prism.raft.config import RaftConfig
 from prism.raft.core import RaftCore, Role
 from prism.raft.kv import Command, KVStateMachine
 from prism.raft.messages import RaftMessage
 from prism.raft.ready import Ready
+from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage
 from prism.sim.invariants import Checkers
 from prism.sim.loop import NS_PER_MS, EventLoop
@@ -34,6 +36,14 @@ from prism.sim.rng import derive
 from prism.sim.timeline import Timeline
 
 SOCKET_BUFFER_MESSAGES = 1024  # what a paused node's socket holds before dropping
+
+# Core notes shown in the timeline as they are (the others get handling of their own).
+_NOTE_TEXT = {
+    "raft.membership": "membership now voters {{{voters}}} learners {{{learners}}} (entry {index})",
+    "raft.transfer_aborted": "abandons the leadership transfer to {target} ({reason})",
+    "raft.timeout_now": "told by {sender} to campaign now (leadership transfer)",
+    "raft.sending_snapshot": "sends its snapshot up to index {index} to {to}",
+}
 
 
 class ReplyKind(enum.StrEnum):
@@ -109,12 +119,20 @@ class RaftSim:
         disk_ms: float = 0.5,
         client_ms: float = 0.5,
         clock_skew: float = 0.0,
+        initial_voters: int | None = None,
     ) -> None:
+        """``initial_voters`` servers (all by default) form the cluster; the others run but
+        wait to be added by a membership change."""
         if not 1 <= nodes <= 64:
             raise ValueError("nodes must be between 1 and 64")
+        if initial_voters is not None and not 1 <= initial_voters <= nodes:
+            raise ValueError("initial_voters must be between 1 and nodes")
         self.seed = seed
         self.config = config
         self.ids = [f"n{i}" for i in range(1, nodes + 1)]
+        self.bootstrap = self.ids[: initial_voters or nodes]
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
         self.loop = EventLoop(derive(seed, "loop"))
         self.network = Network(self.loop, self.ids, seed=seed, link=link)
         self.checkers = Checkers()
@@ -155,13 +173,17 @@ class RaftSim:
         node.reads = {}
         node.reads_ready = []
         node.kv = KVStateMachine()
+        snapshot = node.storage.snapshot
+        if snapshot is not None:
+            node.kv.restore(snapshot.data)
         node.core = RaftCore(
             node.id,
-            self.ids,
+            self.bootstrap if node.id in self.bootstrap else [],
             config=self.config,
             rng=derive(self.seed, f"core/{node.id}/{node.incarnation}"),
             hard_state=node.storage.hard_state,
             entries=node.storage.entries,
+            snapshot=snapshot,
         )
         incarnation = node.incarnation
         phase = self._phase_rng.randrange(1, self.tick_ns + 1)
@@ -265,10 +287,20 @@ class RaftSim:
     def _finish(self, node: SimNode, core: RaftCore, ready: Ready) -> None:
         now = self.loop.now_ns
         if ready.must_persist:
-            node.storage.save(ready.hard_state, ready.entries)
-            self.checkers.persisted(node.id, ready.entries, now)
+            node.storage.save(ready.hard_state, ready.entries, ready.snapshot)
+            self.checkers.persisted(node.id, ready.entries, now, ready.snapshot)
         for out in ready.messages_after_persist:
             self.network.send(node.id, out.to, out.message, self._deliver)
+        if ready.snapshot is not None:
+            node.kv.restore(ready.snapshot.data)
+            self.snapshots_installed += 1
+            self.checkers.snapshot_restored(node.id, ready.snapshot.meta, now)
+            meta = ready.snapshot.meta
+            self.timeline.add(
+                now,
+                node.id,
+                f"installed the leader's snapshot up to index {meta.index} (term {meta.term})",
+            )
         for entry in ready.committed_entries:
             result = node.kv.apply(entry)
             self.checkers.applied(node.id, entry, now)
@@ -298,6 +330,17 @@ class RaftSim:
                 )
         self._serve_reads(node)
         core.advance(ready)
+        if core.wants_snapshot(node.kv.applied_index):
+            # The driver's rule (prism.raft.ready). Taking it costs no virtual time here.
+            snapshot = Snapshot(
+                meta=core.snapshot_meta(node.kv.applied_index), data=node.kv.snapshot()
+            )
+            node.storage.save_snapshot(snapshot)
+            node.storage.compact(core.snapshot_saved(snapshot))
+            self.snapshots_taken += 1
+            self.timeline.add(
+                now, node.id, f"snapshot at index {snapshot.meta.index}", verbose=True
+            )
 
     def _serve_reads(self, node: SimNode) -> None:
         if not node.reads_ready:
@@ -331,6 +374,10 @@ class RaftSim:
                 self.timeline.add(
                     now, node.id, f"asks for pre-votes for term {note.fields['term']}", verbose=True
                 )
+            elif note.event in _NOTE_TEXT:
+                text = _NOTE_TEXT[note.event].format(**note.fields)
+                # Every member notes each change; the operator's request is the headline.
+                self.timeline.add(now, node.id, text, verbose=note.event == "raft.membership")
         if core.role is Role.LEADER:
             self.checkers.leader_stepped(node.id, core.term, core.log, now)
             if ready.hard_state is not None:
@@ -367,6 +414,8 @@ class RaftSim:
             text = {
                 "check_quorum": "steps down: no quorum heard within the election timeout",
                 "higher_term": "steps down: saw a higher term",
+                "removed": "steps down: its own removal from the cluster committed",
+                "disk_stall": "steps down: its disk stalled",
             }.get(reason, f"steps down ({reason})")
             self.timeline.add(self.loop.now_ns, node.id, text)
         if self._overlap_since >= 0 and len([x for x in self.leaders() if x != node.id]) <= 1:
@@ -423,6 +472,58 @@ class RaftSim:
             self._reply(reply, ClientReply(request.request_id, ReplyKind.REJECTED, node=node_id))
             return
         self._pump(node)
+
+    # ------------------------------------------------------------------ operator
+
+    def change_membership(self, action: str, server: str) -> str | None:
+        """Ask the current leader to ``add`` (as a voter), ``add-learner`` or ``remove``
+        ``server``. Returns None when the change started, else why it could not."""
+        leader = self.leader()
+        if leader is None:
+            return "no leader"
+        node = self.nodes[leader]
+        core = node.core
+        assert core is not None
+        try:
+            if action == "remove":
+                core.remove_server(server)
+            else:
+                core.add_server(server, voter=action == "add")
+        except RaftError as exc:
+            return str(exc)
+        self.timeline.add(self.loop.now_ns, leader, f"starts membership change: {action} {server}")
+        self._pump(node)
+        return None
+
+    def transfer_leadership(self, target: str | None) -> str | None:
+        """Ask the leader to hand over to ``target`` (None: the most caught-up voter).
+        Returns None when the transfer started, else why it could not."""
+        leader = self.leader()
+        if leader is None:
+            return "no leader"
+        node = self.nodes[leader]
+        core = node.core
+        assert core is not None
+        try:
+            chosen = core.transfer_leadership(target)
+        except RaftError as exc:
+            return str(exc)
+        self.timeline.add(self.loop.now_ns, leader, f"starts leadership transfer to {chosen}")
+        self._pump(node)
+        return None
+
+    def members(self) -> tuple[str, ...]:
+        """The membership the leader (or, leaderless, the most advanced node) has in force."""
+        leader = self.leader()
+        cores = [n.core for n in self.nodes.values() if n.core is not None]
+        if leader is not None:
+            core = self.nodes[leader].core
+            assert core is not None
+            return core.membership.members
+        if not cores:
+            return tuple(self.bootstrap)
+        best = max(cores, key=lambda c: (c.log.last_term, c.log.last_index))
+        return best.membership.members
 
     # ------------------------------------------------------------------ queries
 

@@ -12,7 +12,8 @@ report shows everything that broke. What each check observes:
   entry with the same index and term must hold the same chain hash there, that is,
   identical prefixes;
 * leader-completeness: a new leader's log holds every entry any leader has committed;
-* state-machine-safety: no two nodes apply different entries at one index;
+* state-machine-safety: no two nodes apply different entries at one index, and a snapshot
+  a node restores from ends at the committed entry of its index;
 * no-lost-acked-write: a new leader's log, and at the end the cluster's committed log, hold
   every write a client was told succeeded.
 
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from typing import final
 
 from prism.raft.log import RaftLog
-from prism.raft.messages import Entry
+from prism.raft.messages import Entry, EntryKind
+from prism.raft.snapshot import Snapshot, SnapshotMeta
 
 INVARIANTS = (
     "election-safety",
@@ -68,6 +70,8 @@ class Checkers:
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, entry digest)
         self.max_committed = 0  # Invariant: max(self.committed, default=0)
         self.acked: dict[tuple[str, int], int] = {}  # (client, seq) -> index acknowledged at
+        # Client commands committed, counted once however often they were retried.
+        self.committed_writes: set[tuple[str, int]] = set()
 
     @property
     def ok(self) -> bool:
@@ -109,10 +113,14 @@ class Checkers:
         self._leading[node] = (term, log.last_index, log.last_term)
 
     def _log_holds(self, log: RaftLog, index: int) -> bool:
+        if index <= log.snapshot_index:
+            # Compacted into a snapshot, which holds only committed entries (checked when a
+            # snapshot is restored, and by the applies it was taken from).
+            return True
         term, digest = self.committed[index]
         if log.term_at(index) != term:
             return False
-        return index <= log.snapshot_index or entry_digest(log.entry(index)) == digest
+        return entry_digest(log.entry(index)) == digest
 
     def leader_stepped(self, node: str, term: int, log: RaftLog, now_ns: int) -> None:
         """After every event handled by a node that leads ``term``."""
@@ -121,7 +129,9 @@ class Checkers:
             self._leading[node] = (term, log.last_index, log.last_term)
             return
         _, last, last_term = seen
-        if log.last_index < last or log.term_at(last) != last_term:
+        if last < log.snapshot_index:
+            pass  # compacted behind a snapshot of committed (so unchanged) entries
+        elif log.last_index < last or log.term_at(last) != last_term:
             self.fail(
                 "leader-append-only",
                 now_ns,
@@ -132,8 +142,16 @@ class Checkers:
     def not_leading(self, node: str) -> None:
         self._leading.pop(node, None)
 
-    def persisted(self, node: str, entries: tuple[Entry, ...], now_ns: int) -> None:
+    def persisted(
+        self,
+        node: str,
+        entries: tuple[Entry, ...],
+        now_ns: int,
+        snapshot: Snapshot | None = None,
+    ) -> None:
         chain = self._chains.setdefault(node, [b""])
+        if snapshot is not None:
+            self._snapshot_persisted(node, chain, snapshot.meta, now_ns)
         if not entries:
             return
         del chain[entries[0].index :]
@@ -151,6 +169,42 @@ class Checkers:
                     "that differs from another node's",
                 )
 
+    def _snapshot_persisted(
+        self, node: str, chain: list[bytes], meta: SnapshotMeta, now_ns: int
+    ) -> None:
+        """A snapshot from the leader replaced ``node``'s log prefix: its chain at the
+        snapshot's index is the chain of the entry the snapshot ends at (rule 6 kept what
+        follows when it matched; rule 7 dropped it otherwise)."""
+        value = self._chain_at.get((meta.index, meta.term))
+        if value is None:
+            self.fail(
+                "log-matching",
+                now_ns,
+                f"{node} installed a snapshot ending at entry {meta.index} of term {meta.term},"
+                " which no node ever held",
+            )
+            return
+        if len(chain) > meta.index and chain[meta.index] == value:
+            return  # rule 6: the log already held that entry; what follows stays
+        del chain[meta.index :]
+        chain.extend([b""] * (meta.index - len(chain)))  # compacted: never compared again
+        chain.append(value)
+
+    def snapshot_restored(self, node: str, meta: SnapshotMeta, now_ns: int) -> None:
+        """``node``'s state machine became a snapshot up to ``meta.index``."""
+        seen = self.committed.get(meta.index)
+        if seen is None or seen[0] != meta.term:
+            self.fail(
+                "state-machine-safety",
+                now_ns,
+                f"{node} restored a snapshot ending at entry {meta.index} of term {meta.term}, "
+                + (
+                    "which was never committed"
+                    if seen is None
+                    else f"but the entry of term {seen[0]} was committed there"
+                ),
+            )
+
     def leader_committed(self, log: RaftLog, upto: int, now_ns: int) -> None:
         """A leader's commit index reached ``upto``: record what it committed."""
         for index in range(max(self.max_committed + 1, log.first_index), upto + 1):
@@ -161,6 +215,8 @@ class Checkers:
 
     def _record_commit(self, entry: Entry, now_ns: int, who: str) -> None:
         digest = entry_digest(entry)
+        if entry.kind is EntryKind.NORMAL:
+            self.committed_writes.add((entry.client_id, entry.seq))
         seen = self.committed.setdefault(entry.index, (entry.term, digest))
         self.max_committed = max(self.max_committed, entry.index)
         if seen != (entry.term, digest):

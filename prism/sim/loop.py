@@ -16,6 +16,19 @@ NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 
 
+SAME_INSTANT_LIMIT = 1_000_000
+
+
+class Livelock(RuntimeError):
+    """Virtual time stopped moving: too many events in a row at one instant."""
+
+    def __init__(self, now_ns: int) -> None:
+        self.now_ns = now_ns
+        super().__init__(
+            f"livelock: over {SAME_INSTANT_LIMIT:,} events in a row at {now_ns / 1e9:.6f}s"
+        )
+
+
 @final
 class EventLoop:
     """Events are heap entries ``(time, same-instant draw, sequence, callback)``.
@@ -45,24 +58,29 @@ class EventLoop:
         heappush(self._heap, (at_ns, self._draw(), self._seq, callback))
 
     def run_until(self, end_ns: int, stop: Callable[[], bool] | None = None) -> bool:
-        """Run events up to ``end_ns``; with ``stop``, return True as soon as it holds."""
+        """Run events up to ``end_ns``; with ``stop``, return True as soon as it holds.
+
+        Raises ``Livelock`` when ``SAME_INSTANT_LIMIT`` events in a row run at one instant:
+        virtual time no longer moves, so the run would never end (a broken rule that
+        answers a message with another at once, forever).
+        """
         heap = self._heap
         ran = 0
+        same = 0
         try:
-            if stop is None:
-                while heap and heap[0][0] <= end_ns:
-                    event = heappop(heap)
+            while heap and heap[0][0] <= end_ns:
+                event = heappop(heap)
+                if event[0] == self.now_ns:
+                    same += 1
+                    if same > SAME_INSTANT_LIMIT:
+                        raise Livelock(self.now_ns)
+                else:
+                    same = 0
                     self.now_ns = event[0]
-                    ran += 1
-                    event[3]()
-            else:
-                while heap and heap[0][0] <= end_ns:
-                    event = heappop(heap)
-                    self.now_ns = event[0]
-                    ran += 1
-                    event[3]()
-                    if stop():
-                        return True
+                ran += 1
+                event[3]()
+                if stop is not None and stop():
+                    return True
         finally:
             self.events_run += ran
         if self.now_ns < end_ns:

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prism.raft.config import RaftConfig
-from prism.raft.messages import EntryKind
 from prism.sim.clients import ClientPool, Workload
 from prism.sim.cluster import RaftSim
 from prism.sim.history import HistoryEvent
 from prism.sim.invariants import INVARIANTS
 from prism.sim.linearizability import check_history
-from prism.sim.loop import NS_PER_S
+from prism.sim.loop import NS_PER_MS, NS_PER_S, Livelock
 from prism.sim.network import LatencyKind, LinkSpec
 from prism.sim.rng import derive
 from prism.sim.timeline import TimelineEntry
@@ -126,6 +125,7 @@ class Scenario:
     raft: JsonDict = field(default_factory=dict)  # RaftConfig fields this scenario needs
     swarm: bool = False  # the seed draws the link quality too
     clock_skew: float = 0.0  # each node's clock rate drawn in [1 - skew, 1 + skew]
+    initial_voters: int | None = None  # servers that form the cluster at first (None: all)
 
 
 @dataclass(slots=True)
@@ -142,6 +142,8 @@ class SimResult:
     operations: dict[str, int]
     messages: dict[str, int]
     max_leaders_at_once: int
+    snapshots: dict[str, int]
+    members: tuple[str, ...]
     overlap_s: float
     liveness_s: float | None
     sim_seconds: float
@@ -164,6 +166,8 @@ class SimResult:
             "elections": self.elections,
             "leaders_by_term": {str(t): n for t, n in sorted(self.leaders_by_term.items())},
             "max_leaders_at_once": self.max_leaders_at_once,
+            "snapshots": self.snapshots,
+            "members": list(self.members),
             "overlap_seconds": round(self.overlap_s, 3),
             "writes": self.writes,
             "operations": self.operations,
@@ -203,6 +207,7 @@ class Runner:
             unsafe_commit_old_terms=params.unsafe_commit_old_terms,
             unsafe_skip_vote_log_check=params.unsafe_skip_vote_log_check,
             unsafe_local_reads=params.unsafe_local_reads,
+            **(swarm_raft(params.seed) if scenario.swarm else {}),
             **scenario.raft,
         )
         self.sim = RaftSim(
@@ -211,6 +216,11 @@ class Runner:
             config=config,
             link=link,
             clock_skew=scenario.clock_skew,
+            initial_voters=(
+                None
+                if scenario.initial_voters is None
+                else min(scenario.initial_voters, params.nodes)
+            ),
         )
         workload = dataclasses.replace(
             scenario.workload,
@@ -300,8 +310,62 @@ class Runner:
                     sim.resume(node)
         elif action == "flap":
             self._flap(args)
+        elif action in ("add", "add-learner", "remove"):
+            self._operate(fault, lambda: self._membership_change(action, args))
+        elif action == "transfer":
+            self._operate(fault, lambda: self._transfer(args))
         else:
             raise ValueError(f"unknown fault action {action!r}")
+
+    def _operate(self, fault: Fault, attempt: Callable[[], str | None]) -> None:
+        """An operator's request: tried now, and retried every 100 ms while refused (no
+        leader yet, another change in progress) for ``within_s`` seconds."""
+        deadline = self.sim.loop.now_ns + int(float(fault.args.get("within_s", 5.0)) * NS_PER_S)
+
+        def again() -> None:
+            why = attempt()
+            if why is None:
+                return
+            if self.sim.loop.now_ns >= deadline:
+                self.note(f"{fault.action} gave up: {why}")
+                return
+            self.sim.loop.call_later(100 * NS_PER_MS, again)
+
+        again()
+
+    def _membership_change(self, action: str, args: JsonDict) -> str | None:
+        who = args.get("node", "follower")
+        members = self.sim.members()
+        if action == "remove":
+            if who in ("leader", "follower", "random"):
+                leader = self.sim.leader()
+                voters = [n for n in members if n != leader] if who == "follower" else members
+                if who == "leader":
+                    voters = [leader] if leader else []
+                if not voters:
+                    return "no such member"
+                who = self.rng.choice(sorted(voters))
+        elif who == "non-member":
+            outside = [n for n in self.sim.ids if n not in members]
+            if not outside:
+                return "every server is a member"
+            who = outside[0]
+        if not isinstance(who, str) or who not in self.sim.nodes:
+            raise ValueError(f"unknown node {who!r}")
+        return self.sim.change_membership(action, who)
+
+    def _transfer(self, args: JsonDict) -> str | None:
+        target = args.get("target")
+        if target == "random":
+            leader = self.sim.leader()
+            core = self.sim.nodes[leader].core if leader else None
+            voters = [v for v in core.voters if v != leader] if core is not None else []
+            if not voters:
+                return "no other voter"
+            target = self.rng.choice(voters)
+        if target is not None and not isinstance(target, str):
+            raise ValueError(f"unknown transfer target {target!r}")
+        return self.sim.transfer_leadership(target)
 
     def _bridge(self, args: JsonDict) -> None:
         bridge = self.resolve(args.get("bridge", "follower"))
@@ -371,6 +435,15 @@ class Runner:
     # ---- the run
     def run(self) -> SimResult:
         started = time.perf_counter()
+        try:
+            return self._run(started)
+        except Livelock as exc:
+            self.sim.checkers.fail("liveness", exc.now_ns, str(exc))
+            self.sim.timeline.add(exc.now_ns, "-", f"stopped: {exc}")
+            self.clients.stop()
+            return self._judge(None, time.perf_counter() - started, stopped=True)
+
+    def _run(self, started: float) -> SimResult:
         sim = self.sim
         for fault in sorted(self.schedule, key=lambda f: f.at_s):
             sim.loop.call_at(int(fault.at_s * NS_PER_S), lambda f=fault: self.apply(f))  # type: ignore[misc]
@@ -418,7 +491,8 @@ class Runner:
         assert core is not None
         if core.log.term_at(core.commit) != core.term:
             return False
-        for node in sim.nodes.values():
+        for member in core.membership.members:  # a removed server is not waited for
+            node = sim.nodes[member]
             other = node.core
             if other is None or node.paused or other.term != core.term:
                 return False
@@ -465,20 +539,14 @@ class Runner:
             )
         if lin.verdict == "unknown":
             invariants["linearizable"] = f"unknown: {lin.detail}"
-        if stopped:
+        if stopped and invariants["liveness"] is True:
             invariants["liveness"] = "not checked: the run stopped at a safety violation"
         elif liveness is None:
             invariants["liveness"] = (
                 f"no leader with all nodes caught up within {self.params.liveness_s}s of the heal"
             )
         expectations = dict(check(self) for check in self.scenario.expectations)
-        committed = 0
-        if final is not None:
-            seen = set()
-            for entry in final.log.slice(1, final.commit + 1):
-                if entry.kind is EntryKind.NORMAL:
-                    seen.add((entry.client_id, entry.seq))
-            committed = len(seen)
+        committed = len(checkers.committed_writes)
         stats = self.clients.stats
         acknowledged = stats["write.ok"] + stats["cas.ok"]
         ok = (
@@ -502,6 +570,8 @@ class Runner:
             operations=dict(sorted(stats.items())),
             messages=dict(sorted(sim.network.stats.items())),
             max_leaders_at_once=sim.max_leaders_at_once,
+            snapshots={"taken": sim.snapshots_taken, "installed": sim.snapshots_installed},
+            members=sim.members(),
             overlap_s=sim.overlap_ns / NS_PER_S,
             liveness_s=liveness,
             sim_seconds=sim.loop.now_ns / NS_PER_S,
@@ -535,6 +605,17 @@ def swarm_link(seed: int) -> LinkSpec:
         duplicate=rng.choice([0.0, 0.01, 0.05]),
         reorder=rng.choice([0.0, 0.01, 0.1]),
     )
+
+
+def swarm_raft(seed: int) -> JsonDict:
+    """The seed also draws how often snapshots are taken and how they are chunked, so that
+    explore runs catch-up by snapshot under every other fault."""
+    rng = derive(seed, "swarm-raft")
+    return {
+        "snapshot_threshold_entries": rng.choice([8192, 200, 50]),
+        "snapshot_trailing_entries": rng.choice([0, 10, 100]),
+        "snapshot_chunk_bytes": rng.choice([256, 4096, 32768]),
+    }
 
 
 def replay_command(name: str, params: Params) -> str:

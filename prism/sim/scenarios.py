@@ -259,6 +259,101 @@ def _stale_read(p: Params, d: float) -> Schedule:
     ]
 
 
+def _snapshot_catchup(p: Params, d: float) -> Schedule:
+    return [
+        Fault(2.0, "crash", {"node": "follower"}),
+        Fault(d * 0.6, "restart", {"node": "all"}),
+    ]
+
+
+def expect_snapshot_installed(runner: Runner) -> Expectation:
+    """The node that was down caught up through a snapshot, not entry by entry."""
+    name = "caught-up-by-snapshot"
+    if runner.params.nodes < 2:
+        return name, "not checked: needs at least 2 nodes"
+    installed = runner.sim.snapshots_installed
+    return name, True if installed else "violated: no snapshot was installed"
+
+
+def _grow(p: Params, d: float) -> Schedule:
+    """One server at a time, each after the previous change had time to commit."""
+    return [
+        Fault(round(2.0 + 1.5 * i, 3), "add", {"node": "non-member"}) for i in range(p.nodes - 1)
+    ]
+
+
+def _shrink(p: Params, d: float) -> Schedule:
+    removals = max(0, min(2, p.nodes - 1))
+    return [Fault(3.0 + 3.0 * i, "remove", {"node": "follower"}) for i in range(removals)]
+
+
+def _remove_leader(p: Params, d: float) -> Schedule:
+    return [Fault(3.0, "remove", {"node": "leader"}), Fault(d * 0.6, "add", {"node": "non-member"})]
+
+
+def _change_then_partition(p: Params, d: float) -> Schedule:
+    """A change starts, and the leader is cut into a minority before it can commit."""
+    return [
+        Fault(3.0, "add", {"node": "non-member"}),
+        Fault(3.001, "partition", {"leader_side": max(1, (p.nodes - 1) // 2)}),
+        Fault(d * 0.5, "heal"),
+        Fault(d * 0.5 + 1.0, "add", {"node": "non-member"}),
+    ]
+
+
+def _change_then_leader_crash(p: Params, d: float) -> Schedule:
+    return [
+        Fault(3.0, "remove", {"node": "follower"}),
+        Fault(3.001, "crash", {"node": "leader"}),
+        Fault(d * 0.5, "restart", {"node": "all"}),
+        Fault(d * 0.5 + 1.0, "add", {"node": "non-member"}),
+    ]
+
+
+def expect_members(count: Callable[[Params], int]) -> ExpectationCheck:
+    def check(runner: Runner) -> Expectation:
+        name = "membership-reached"
+        want = count(runner.params)
+        sim = runner.sim
+        leader = sim.leader()
+        core = sim.nodes[leader].core if leader else None
+        if core is None:
+            return name, "violated: no leader at the end"
+        voters = core.voters
+        if len(voters) != want or core.membership.learners:
+            learners = list(core.membership.learners)
+            return name, f"violated: want {want} voters; voters {list(voters)}, learners {learners}"
+        return name, True
+
+    return check
+
+
+def _transfers(p: Params, d: float) -> Schedule:
+    return [
+        Fault(3.0, "transfer", {"target": "random"}),
+        Fault(6.0, "transfer", {}),
+        Fault(9.0, "transfer", {"target": "random"}),
+    ]
+
+
+def expect_transfers_complete(runner: Runner) -> Expectation:
+    """Each transfer hands leadership over within an election timeout."""
+    name = "transfer-completes"
+    starts = [
+        e.time_ns for e in runner.sim.timeline.entries if "starts leadership transfer" in e.text
+    ]
+    if not starts:
+        return name, "violated: no transfer started"
+    slow = [
+        t / NS_PER_S
+        for t in starts
+        if runner.elections_between(t / NS_PER_S, t / NS_PER_S + 0.5) == 0
+    ]
+    if slow:
+        return name, f"violated: no new leader within 0.5 s of the transfers at {slow}"
+    return name, True
+
+
 def explore_schedule(p: Params, d: float) -> Schedule:
     """Random faults drawn from the seed's ``explore`` stream, ending healed."""
     rng = derive(p.seed, "explore")
@@ -279,6 +374,8 @@ def explore_schedule(p: Params, d: float) -> Schedule:
                 "topology",
                 "flap",
                 "cut",
+                "reconfigure",
+                "transfer",
             ]
         )
         hold = round(rng.uniform(0.3, 4.0), 3)
@@ -321,6 +418,12 @@ def explore_schedule(p: Params, d: float) -> Schedule:
             a, b = rng.sample(ids, 2) if len(ids) > 1 else (ids[0], ids[0])
             faults.append(Fault(at, "cut", {"src": a, "dst": b}))
             faults.append(Fault(at + hold, "heal"))
+        elif kind == "reconfigure" and p.nodes >= 3:
+            # A member leaves and comes back as a voter, possibly while other faults run.
+            faults.append(Fault(at, "remove", {"node": rng.choice(["leader", "follower"])}))
+            faults.append(Fault(at + hold, "add", {"node": "non-member"}))
+        elif kind == "transfer":
+            faults.append(Fault(at, "transfer", {"target": rng.choice(["random", None])}))
         t += rng.expovariate(1.0 / 1.5)
     return faults
 
@@ -408,6 +511,12 @@ def _figure_8(runner: Runner) -> None:
 # ---------------------------------------------------------------- the table
 
 _FEW_CLIENTS = Workload(clients=0)
+# Snapshots every 100 entries in chunks of 1 KB, so a short run exercises both.
+_SMALL_SNAPSHOTS = {
+    "snapshot_threshold_entries": 100,
+    "snapshot_trailing_entries": 20,
+    "snapshot_chunk_bytes": 1024,
+}
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -520,6 +629,57 @@ SCENARIOS: dict[str, Scenario] = {
             14.0,
             _stale_read,
             workload=Workload(keys=1, read_fraction=0.6, cas_fraction=0.1),
+        ),
+        Scenario(
+            "snapshot-catchup",
+            "a follower down for long returns and catches up from a snapshot under load",
+            20.0,
+            _snapshot_catchup,
+            expectations=(expect_snapshot_installed,),
+            raft=_SMALL_SNAPSHOTS,
+        ),
+        Scenario(
+            "grow",
+            "one server grows into five, one at a time (learner, then voter), under load",
+            14.0,
+            _grow,
+            initial_voters=1,
+            expectations=(expect_members(lambda p: p.nodes),),
+            raft=_SMALL_SNAPSHOTS,
+        ),
+        Scenario(
+            "shrink",
+            "five servers shrink to three, one at a time, under load",
+            12.0,
+            _shrink,
+            expectations=(expect_members(lambda p: max(1, p.nodes - 2)),),
+        ),
+        Scenario(
+            "remove-leader",
+            "the leader removes itself: it steps down once that commits; it is added back",
+            14.0,
+            _remove_leader,
+            expectations=(expect_members(lambda p: p.nodes),),
+        ),
+        Scenario(
+            "change-partition",
+            "a membership change is cut off by a partition of the leader into a minority",
+            16.0,
+            _change_then_partition,
+            initial_voters=3,
+        ),
+        Scenario(
+            "change-leader-crash",
+            "the leader crashes right after starting a membership change",
+            16.0,
+            _change_then_leader_crash,
+        ),
+        Scenario(
+            "leadership-transfer",
+            "leadership handed over three times under load; no write lost",
+            12.0,
+            _transfers,
+            expectations=(expect_transfers_complete,),
         ),
         Scenario(
             "explore",

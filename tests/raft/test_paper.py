@@ -805,3 +805,20 @@ def test_only_one_ready_may_be_outstanding() -> None:
     core.advance(ready)
     with pytest.raises(RuntimeError):
         core.advance(ready)
+
+
+def test_leader_ignores_a_match_beyond_its_log() -> None:
+    """A success claiming entries the leader never had is impossible under Raft's rules
+    (leader completeness); acting on it would point the follower's next index past the
+    log, and a broken build would then loop sending snapshots. It is a counted drop."""
+    from prism.raft.messages import AppendEntriesReply
+
+    cluster = Cluster(3)
+    leader = cluster.elect("n1")
+    core = cluster[leader]
+    progress = core.progress("n2")
+    assert progress is not None
+    before = (progress.match, progress.next)
+    cluster.step(leader, "n2", AppendEntriesReply(term=core.term, success=True, match_index=99))
+    assert core.drops["match_beyond_log"] == 1
+    assert (progress.match, progress.next) == before
