@@ -1,0 +1,483 @@
+"""Shared pieces of the Raft benchmarks on loopback (``raft_loopback``, ``raft_failover``).
+
+The drivers see a cluster only through three small interfaces, so that any Raft
+implementation that runs as one process per node with a client port can be measured the
+same way:
+
+* :class:`Target`: a client connection to one node: ``put(key, value)`` returns once the
+  write is committed (and raises :class:`PutRejected` or ``ConnectionError`` otherwise), and
+  ``status()`` says whether that node leads.
+* :class:`Cluster`: the running node processes: their names, a way to connect to each, and
+  ``kill(name)`` (SIGKILL).
+* :class:`System`: a launcher: its ``name`` (the ``system`` field of the JSON lines), why it
+  cannot run here (``unavailable()``), and ``start(nodes, workdir)``, an async context
+  manager yielding a :class:`Cluster` and killing every process on exit, however it exits.
+
+Node processes are started by :func:`spawn_node`: all traffic stays on 127.0.0.1, every
+process gets a pipe as stdin (a node should exit on end of file there, so that none outlives
+a driver killed with SIGKILL), and its stdout's first line is read as JSON (its client
+port, for instance).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from benchmarks._report import git_commit, machine
+
+LOOPBACK = "127.0.0.1"
+# The checkout (the parent of benchmarks/): node processes run from here, so that
+# ``python -m benchmarks.<module>`` and ``python -m prism.<module>`` resolve.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and output
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending, non-empty sequence (no interpolation)."""
+    if not ordered:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction {fraction} is not in [0, 1]")
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(values: Sequence[float], *, scale: float, suffix: str, digits: int) -> dict[str, Any]:
+    """``p50``, ``p99``, ``max`` (and ``min``, ``mean``) of ``values`` times ``scale``.
+
+    Keys are ``p50_<suffix>`` and so on; all None when there are no values.
+    """
+    ordered = sorted(v * scale for v in values)
+    if not ordered:
+        return {f"{k}_{suffix}": None for k in ("min", "p50", "mean", "p90", "p99", "max")}
+    return {
+        f"min_{suffix}": round(ordered[0], digits),
+        f"p50_{suffix}": round(percentile(ordered, 0.50), digits),
+        f"mean_{suffix}": round(statistics.fmean(ordered), digits),
+        f"p90_{suffix}": round(percentile(ordered, 0.90), digits),
+        f"p99_{suffix}": round(percentile(ordered, 0.99), digits),
+        f"max_{suffix}": round(ordered[-1], digits),
+    }
+
+
+def emit_record(
+    name: str, top: dict[str, Any], params: dict[str, Any], figures: dict[str, Any]
+) -> None:
+    """One JSON line: the house envelope (``benchmarks/_report.py``) plus top-level keys.
+
+    Scripts read the fields the issue names (``system``, ``writes_per_s``, ``median_s``, ...)
+    at the top level, so ``top`` is written first and flat; ``params`` and ``figures`` hold
+    everything, as in every other benchmark.
+    """
+    record = {
+        "name": name,
+        **top,
+        "params": params,
+        "figures": figures,
+        "machine": machine(),
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(record), flush=True)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``repr`` of the exception, or of the leaves of an exception group (trio nests them)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_error(e) for e in exc.exceptions)
+    return repr(exc)
+
+
+def run_interruptible(main: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``trio.run(main, *args)``; exit status 130 on Ctrl-C (the processes are killed by then)."""
+    try:
+        return trio.run(main, *args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is None:
+            raise
+        return 130
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The three interfaces
+
+
+class PutRejected(Exception):
+    """The node answered a put with an error (not the leader, leadership lost, ...)."""
+
+    def __init__(self, reason: str, leader: str | None = None) -> None:
+        super().__init__(reason if leader is None else f"{reason} (leader: {leader})")
+        self.reason = reason
+        self.leader = leader
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    is_leader: bool
+    term: int | None = None
+    # time.monotonic() at which the node became leader, on the node's clock (CLOCK_MONOTONIC
+    # is shared by all processes on Linux), when the system reports it; None otherwise.
+    leader_since: float | None = None
+
+
+class Target(ABC):
+    """A client connection to one node."""
+
+    @abstractmethod
+    async def put(self, key: str, value: bytes) -> None:
+        """Return once the write is committed; raise PutRejected or ConnectionError if not."""
+
+    @abstractmethod
+    async def status(self) -> NodeStatus: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class Cluster(ABC):
+    """Running node processes."""
+
+    @property
+    @abstractmethod
+    def names(self) -> list[str]: ...
+
+    @abstractmethod
+    def connect(self, name: str) -> AbstractAsyncContextManager[Target]:
+        """A client connection to node ``name``, closed on exit."""
+
+    @abstractmethod
+    def kill(self, name: str) -> None:
+        """SIGKILL node ``name`` (no goodbye, sockets closed by the kernel)."""
+
+
+class System(ABC):
+    """A Raft implementation and mode, as it appears in the JSON lines."""
+
+    name: str
+    fsync: bool
+
+    def unavailable(self) -> str | None:
+        """Why this system cannot run here (printed as ``skipped``), or None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration that defines this system and mode, for the JSON line."""
+        return {}
+
+    @abstractmethod
+    def start(self, nodes: int, workdir: Path) -> AbstractAsyncContextManager[Cluster]:
+        """Start ``nodes`` processes; on exit, kill every one of them."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def free_ports(count: int, *, udp: bool = False) -> list[int]:
+    """``count`` distinct TCP (or UDP) ports that were free on 127.0.0.1 a moment ago."""
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, kind)
+            sock.bind((LOOPBACK, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    process: trio.Process
+    log_path: Path
+    hello: dict[str, Any] = field(default_factory=dict)
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()  # SIGKILL on POSIX
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while b"\n" not in data:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.partition(b"\n")[0]
+
+
+async def spawn_node(
+    name: str, argv: Sequence[str], log_path: Path, *, ready_timeout: float = 30.0
+) -> NodeProcess:
+    """Start one node process and read its first stdout line as JSON (``hello``).
+
+    stderr goes to ``log_path``. On failure the process is killed and the error carries the
+    tail of its log.
+    """
+    log: TextIO
+    with log_path.open("w") as log:
+        process = await trio.lowlevel.open_process(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=REPO_ROOT,
+        )
+    node = NodeProcess(name, process, log_path)
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(ready_timeout):
+            line = await _read_line(process.stdout)
+        node.hello = json.loads(line)
+    except BaseException as exc:
+        node.kill()
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await process.wait()
+        if isinstance(exc, Exception):
+            raise RuntimeError(
+                f"node {name} did not start ({exc!r}); its log ends with:\n{node.log_tail()}"
+            ) from exc
+        raise
+    return node
+
+
+async def kill_all(nodes: Sequence[NodeProcess]) -> None:
+    """SIGKILL every process still running and reap it; safe under cancellation."""
+    for node in nodes:
+        node.kill()
+    with trio.CancelScope(shield=True), trio.move_on_after(10):
+        for node in nodes:
+            await node.process.wait()
+            if node.process.stdin is not None:
+                await node.process.stdin.aclose()
+            if node.process.stdout is not None:
+                await node.process.stdout.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# A JSON-lines client (the protocol of benchmarks/_pysyncobj_node.py)
+
+
+class _Pending:
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: dict[str, Any] | None = None
+
+
+class JsonLinesTarget(Target):
+    """Requests ``{"id", "op", ...}`` and replies ``{"id", "ok", ...}``, pipelined, any order.
+
+    One writer task batches whatever requests are queued into one ``send_all``; one reader
+    task hands each reply to the request with its ``id``. A lost connection fails every
+    pending and later request with ConnectionError.
+    """
+
+    def __init__(self, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
+        self._stream = stream
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 0
+        self._closed: BaseException | None = None
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[bytes](math.inf)
+        self._nursery = nursery
+        nursery.start_soon(self._writer)
+        nursery.start_soon(self._reader)
+
+    async def _writer(self) -> None:
+        try:
+            async for first in self._outbox_receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._outbox_receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._stream.send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionError(f"connection lost: {exc!r}"))
+
+    async def _reader(self) -> None:
+        buffer = b""
+        try:
+            while True:
+                chunk = await self._stream.receive_some(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    reply = json.loads(line)
+                    pending = self._pending.pop(reply.get("id"), None)
+                    if pending is not None:
+                        pending.reply = reply
+                        pending.done.set()
+            self._fail(ConnectionError("connection closed by the node"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionError(f"connection lost: {exc!r}"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._closed is None:
+            self._closed = exc
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            p.done.set()
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        if self._closed is not None:
+            raise ConnectionError(str(self._closed))
+        self._next_id += 1
+        rid = self._next_id
+        pending = _Pending()
+        self._pending[rid] = pending
+        line = json.dumps({"id": rid, "op": op, **fields}, separators=(",", ":")).encode()
+        self._outbox_send.send_nowait(line + b"\n")
+        try:
+            await pending.done.wait()
+        finally:
+            self._pending.pop(rid, None)
+        if pending.reply is None:
+            raise ConnectionError(str(self._closed))
+        return pending.reply
+
+    async def put(self, key: str, value: bytes) -> None:
+        reply = await self.request("put", key=key, value=value.decode("ascii"))
+        if not reply.get("ok"):
+            raise PutRejected(str(reply.get("error")), reply.get("leader"))
+
+    async def status(self) -> NodeStatus:
+        reply = await self.request("status")
+        return NodeStatus(
+            is_leader=reply.get("state") == "leader",
+            term=reply.get("term"),
+            leader_since=reply.get("leader_since"),
+        )
+
+    async def aclose(self) -> None:
+        self._fail(ConnectionError("client closed"))
+        self._outbox_send.close()
+        await self._stream.aclose()
+
+
+@asynccontextmanager
+async def open_json_lines_target(port: int, host: str = LOOPBACK) -> AsyncIterator[JsonLinesTarget]:
+    stream = await trio.open_tcp_stream(host, port)
+    async with trio.open_nursery() as nursery:
+        target = JsonLinesTarget(stream, nursery)
+        try:
+            yield target
+        finally:
+            await target.aclose()
+            nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers on top of the interfaces
+
+
+async def find_leader(
+    targets: dict[str, Target], *, poll_s: float = 0.005
+) -> tuple[str, NodeStatus, float]:
+    """Poll ``targets`` until one leads; return its name, status and the time it was seen.
+
+    A node whose connection fails is skipped (it may have been killed). No time limit: wrap
+    the call in ``trio.fail_after``.
+    """
+    while True:
+        for name, target in targets.items():
+            try:
+                status = await target.status()
+            except ConnectionError:
+                continue
+            if status.is_leader:
+                return name, status, time.monotonic()
+        await trio.sleep(poll_s)
+
+
+async def wait_writable(target: Target, *, key: str = "probe") -> None:
+    """Put until one put commits (the leader has its followers and commits in its term).
+
+    No time limit: wrap the call in ``trio.fail_after``.
+    """
+    while True:
+        try:
+            await target.put(key, b"probe")
+        except PutRejected:
+            await trio.sleep(0.05)
+        else:
+            return
+
+
+def make_value(size: int, seq: int) -> bytes:
+    """``size`` ASCII bytes that differ from one write to the next."""
+    head = f"{seq:x}-".encode()
+    return (head + b"v" * size)[:size] if size >= len(head) else b"v" * size
+
+
+# ---------------------------------------------------------------------------------------------
+# A cluster of node processes
+
+
+class ProcessCluster(Cluster):
+    """Node processes started with :func:`spawn_node`; ``connect`` is given by the launcher."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeProcess],
+        connect: Callable[[NodeProcess], AbstractAsyncContextManager[Target]],
+    ) -> None:
+        self._nodes = {node.name: node for node in nodes}
+        self._connect = connect
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._nodes)
+
+    def node(self, name: str) -> NodeProcess:
+        return self._nodes[name]
+
+    def connect(self, name: str) -> AbstractAsyncContextManager[Target]:
+        return self._connect(self._nodes[name])
+
+    def kill(self, name: str) -> None:
+        self._nodes[name].kill()
+
+    def pids(self) -> dict[str, int]:
+        return {name: node.process.pid for name, node in self._nodes.items()}

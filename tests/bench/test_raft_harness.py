@@ -1,0 +1,60 @@
+"""Pure helpers of the Raft loopback benchmarks (the benchmarks themselves are run by hand)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from benchmarks._raft_harness import describe_error, make_value, percentile, summarize
+from benchmarks.raft_loopback import _int_list
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile(values, 0.0) == 1.0
+    # With 20 values, p99 is the maximum.
+    twenty = [float(v) for v in range(20)]
+    assert percentile(twenty, 0.99) == 19.0
+    assert percentile([7.0], 0.5) == 7.0
+
+
+def test_percentile_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        percentile([], 0.5)
+    with pytest.raises(ValueError, match="not in"):
+        percentile([1.0], 1.5)
+
+
+def test_summarize_scales_sorts_and_rounds() -> None:
+    figures = summarize([0.003, 0.001, 0.002], scale=1000.0, suffix="ms", digits=3)
+    assert figures["min_ms"] == 1.0
+    assert figures["p50_ms"] == 2.0
+    assert figures["max_ms"] == 3.0
+    assert figures["mean_ms"] == 2.0
+    empty = summarize([], scale=1000.0, suffix="ms", digits=3)
+    assert empty["p99_ms"] is None
+
+
+def test_make_value_has_the_size_and_varies() -> None:
+    for size in (1, 5, 100, 1024):
+        assert len(make_value(size, 123456)) == size
+        assert make_value(size, 1).isascii()
+    assert make_value(100, 1) != make_value(100, 2)
+
+
+def test_describe_error_flattens_groups() -> None:
+    group = ExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("x")]), KeyError("k")])
+    assert describe_error(group) == "ValueError('x'); KeyError('k')"
+
+
+def test_int_list() -> None:
+    assert _int_list("1,16,256") == [1, 16, 256]
+    assert _int_list("7") == [7]
+    with pytest.raises(argparse.ArgumentTypeError):
+        _int_list("1,x")
+    with pytest.raises(argparse.ArgumentTypeError):
+        _int_list("0")
