@@ -7,9 +7,15 @@
     ├── ConfigError               a configuration value is out of range (local fault, at startup)
     ├── StorageCorrupt            a data directory fails its checks; names the file and byte offset
     └── RaftError                 a request the Raft core cannot serve right now
-        ├── NotLeader             this node does not lead; ``leader_hint`` names who might
+        ├── NotLeader             this node does not lead; ``leader_hint`` (and
+        │                         ``leader_address``, from a driver) name who might
         ├── ProposalDropped       the leader refused the proposal (overload, no quorum)
-        │   └── TransferInProgress    ... because it is handing leadership over
+        │   ├── TransferInProgress    ... because it is handing leadership over
+        │   └── Overloaded            ... because too many requests already wait on this node
+        ├── ProposalTimeout       no outcome in time: a write may still commit (retry it with
+        │                         the same client id and seq, and it applies once)
+        ├── ProposalLost          another entry took the proposal's index: it never commits
+        ├── ShuttingDown          the driver stopped: a pending write's outcome is unknown
         └── MembershipChangeRefused   a membership change cannot start now
 
 Callers that misuse an API (wrong types, calls out of order) get ``TypeError`` /
@@ -56,11 +62,18 @@ class RaftError(PrismError):
 
 
 class NotLeader(RaftError):
-    """This node is not the leader. ``leader_hint`` is the last known leader, or None."""
+    """This node is not the leader. ``leader_hint`` is the last known leader, or None;
+    ``leader_address`` is where it listens (``host:port``), when the driver knows it."""
 
-    def __init__(self, leader_hint: str | None) -> None:
+    def __init__(self, leader_hint: str | None, leader_address: str | None = None) -> None:
         self.leader_hint = leader_hint
-        hint = f"; try {leader_hint}" if leader_hint else "; no leader known"
+        self.leader_address = leader_address
+        if leader_hint and leader_address:
+            hint = f"; try {leader_hint} at {leader_address}"
+        elif leader_hint:
+            hint = f"; try {leader_hint}"
+        else:
+            hint = "; no leader known"
         super().__init__(f"not the leader{hint}")
 
 
@@ -71,6 +84,26 @@ class ProposalDropped(RaftError):
 class TransferInProgress(ProposalDropped):
     """The leader is handing leadership over and takes no proposals until that ends (it
     succeeds, or aborts after an election timeout)."""
+
+
+class Overloaded(ProposalDropped):
+    """A driver refused a request before the core saw it: too many proposals (or bytes of
+    them), or too many reads, already wait on this node. Nothing was proposed; retry later."""
+
+
+class ProposalTimeout(RaftError):
+    """A proposal or read got no outcome within its timeout. A proposal may still commit
+    later: retry it with the same ``client_id`` and ``seq`` so that it applies at most once."""
+
+
+class ProposalLost(RaftError):
+    """The proposal's entry was overwritten by another leader's entry at its index: it will
+    never commit. Retrying is safe."""
+
+
+class ShuttingDown(RaftError):
+    """The driver is closing or was cancelled. A proposal pending at that moment may or may
+    not have committed (retry elsewhere with the same ``client_id`` and ``seq``)."""
 
 
 class MembershipChangeRefused(RaftError):

@@ -17,8 +17,14 @@ def test_cores_do_not_import_io_or_the_codec() -> None:
     import pathlib
 
     banned = {"trio", "msgpack", "socket", "time", "os", "threading", "logging", "psutil"}
+    # The trio driver of the core, its transports and the node entry point are the I/O
+    # layer (DESIGN.md, layer 2): exactly these files, not the cores, may do I/O.
+    io_layer = {"driver.py", "driver_requests.py", "transport.py", "serve.py"}
     core_dir = pathlib.Path(prism.raft.__file__).parent
+    assert io_layer <= {path.name for path in core_dir.glob("*.py")}, "rename io_layer too"
     for path in sorted(core_dir.glob("*.py")):
+        if path.name in io_layer:
+            continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

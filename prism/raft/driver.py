@@ -1,0 +1,618 @@
+"""The trio driver of one Raft server: sockets, a ticker, the disk and waiting callers around
+one sans-IO ``RaftCore``.
+
+Beside this module: ``prism.raft.transport`` (the datagram transport: UDP, or an in-memory
+network for tests), ``prism.raft.driver_requests`` (waiting proposals and reads, and their
+bounds) and ``prism.raft.serve`` (one node as a process, with a client port).
+
+Tasks
+-----
+``RaftDriver.run`` supervises three tasks in one nursery:
+
+* the **ticker** calls ``core.tick()`` every ``tick_ms`` of trio's clock (``MockClock``
+  drives it in tests). A tick that is late because the process stalled is not replayed in a
+  burst: the core would see an election timeout pass without having read the heartbeats
+  waiting in the socket. The ticker also watches the disk (see *Disk stalls*).
+* the **receiver** reads datagrams from the transport, decodes them and steps the core.
+  A datagram that does not decode, comes from another cluster, or names a sender missing
+  from the address book is counted in ``drops`` by reason and dropped; nothing a peer sends
+  can raise into the task.
+* the **ready loop** runs the handling loop of ``prism.raft.ready``, in its order, one
+  ``Ready`` at a time: send ``messages``; persist (snapshot, entries, hard state: one
+  ``Storage.save``); send ``messages_after_persist``; restore the state machine from
+  ``ready.snapshot``; apply ``committed_entries``; serve reads; ``core.advance``; then take a
+  snapshot of the state machine if the core wants one (``_maybe_take_snapshot``).
+
+Ordering guarantees
+-------------------
+* Nothing in ``messages_after_persist`` leaves before the ``save`` of its own ``Ready`` has
+  returned, and ``save`` returns only once the write is durable (Raft Figure 2).
+* Entries are applied once each, in index order, after the snapshot they follow is restored.
+* A proposal resolves when the entry at its index is applied: with the state machine's result
+  if that entry has the proposal's term, with ``ProposalLost`` if another entry took the index.
+* A read resolves once the state machine has applied the read index the core confirmed
+  (ReadIndex, thesis §6.4); its answer is computed with no checkpoint in between.
+* Ticks and received messages keep stepping the core while a write is in progress; their
+  output waits for the next ``Ready``.
+
+Persistence and cancellation
+----------------------------
+A ``MemoryStorage`` is written inline. Any other storage (``DiskStorage``) is written in a
+worker thread, ``trio.to_thread.run_sync`` with ``abandon_on_cancel=False`` (the default):
+when the nursery is cancelled during a write, the task waits for the write to finish before
+it exits, so the files are never left with a write we abandoned half way. What was written
+and not yet acknowledged is simply durable: on restart the core is rebuilt from storage
+(``core_from_storage``) and a fresh state machine re-applies the log. A driver runs once; the
+core it drove must not be reused.
+
+Disk stalls
+-----------
+If one write takes longer than ``DriverConfig.disk_stall_timeout_s`` and this node leads, the
+driver calls ``core.step_down("disk_stall")``: it stops taking proposals (callers get
+``NotLeader`` and go elsewhere) and a healthy server takes over, so a sick disk cannot hold
+the cluster hostage. With one ``Ready`` at a time, a stuck write also silences this node, so
+check-quorum, when on, usually demotes it first (after ``election_timeout_min_ticks``); the
+stall bound is the backstop that holds whatever the core's configuration, and names the cause.
+
+Requests and their errors
+-------------------------
+``propose`` and ``read_index`` / ``read`` wait for their outcome. They raise ``NotLeader``
+(with ``leader_address`` when the address book knows it), ``ProposalDropped`` (the core
+refused), ``Overloaded`` (too many requests or proposal bytes already pending here: refused
+at once, so memory stays bounded), ``ProposalTimeout``, ``ProposalLost``, and
+``ShuttingDown`` (``aclose`` was called, or the driver was cancelled).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Generic, Protocol, TypeVar, final
+
+import trio
+
+from prism.errors import (
+    ConfigError,
+    DecodeError,
+    NotLeader,
+    ProposalTimeout,
+    ShuttingDown,
+)
+from prism.raft.config import RaftConfig
+from prism.raft.core import RaftCore, Role
+from prism.raft.driver_requests import PendingRequests
+from prism.raft.membership import Membership
+from prism.raft.messages import Entry
+from prism.raft.ready import Note, Outbound, Ready
+from prism.raft.snapshot import Snapshot
+from prism.raft.storage import MemoryStorage, Storage
+from prism.raft.transport import Address, DatagramTransport, format_address, parse_address
+from prism.wire import MAX_DATAGRAM_BYTES, decode, encode
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
+
+
+class StateMachine(Protocol[R_co]):
+    """What the driver applies committed entries to (``KVStateMachine`` is one)."""
+
+    def apply(self, entry: Entry) -> R_co: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverConfig:
+    """The driver's own knobs (the core's are in ``RaftConfig``)."""
+
+    cluster_id: str = "prism"
+    """Sent in every datagram's envelope; datagrams of another cluster id are dropped."""
+
+    disk_stall_timeout_s: float = 2.0
+    """A leader whose current write has taken this long steps down (reason ``disk_stall``).
+    Well above a healthy fsync (milliseconds) and a loaded disk's worst case (hundreds of
+    milliseconds), well below what clients wait for."""
+
+    max_pending_proposals: int = 4096
+    """Proposals waiting for their outcome on this node; one more gets ``Overloaded``.
+    Matches ``RaftConfig.max_uncommitted_entries``'s default: the core refuses past it too."""
+
+    max_pending_bytes: int = 16 * 1024 * 1024
+    """Total command bytes of the waiting proposals; one that would pass it gets
+    ``Overloaded``. Bounds memory whatever the command sizes."""
+
+    max_pending_reads: int = 4096
+    """Reads waiting for their read index; one more gets ``Overloaded``."""
+
+    persist_in_thread: bool | None = None
+    """Write storage from a worker thread. None: yes, unless it is a ``MemoryStorage``."""
+
+    def problems(self) -> list[str]:
+        found = [
+            f"{name} must be at least 1"
+            for name in ("max_pending_proposals", "max_pending_bytes", "max_pending_reads")
+            if getattr(self, name) < 1
+        ]
+        if not self.disk_stall_timeout_s > 0:
+            found.append("disk_stall_timeout_s must be positive")
+        if not self.cluster_id or len(self.cluster_id) > 64:
+            found.append("cluster_id must be 1 to 64 characters")
+        return found
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` listing every problem, if there is any."""
+        found = self.problems()
+        if found:
+            raise ConfigError("\n".join(found))
+
+
+def core_from_storage(
+    node_id: str,
+    members: Sequence[str] | Membership,
+    storage: Storage,
+    *,
+    config: RaftConfig,
+    rng: random.Random,
+) -> RaftCore:
+    """A core that resumes from what ``storage`` holds (``members`` bootstraps a new cluster;
+    the log and snapshot take precedence when they hold a membership)."""
+    return RaftCore(
+        node_id,
+        members,
+        config=config,
+        rng=rng,
+        hard_state=storage.hard_state,
+        entries=list(storage.entries),
+        snapshot=storage.snapshot,
+    )
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@final
+class RaftDriver(Generic[R]):
+    """Runs one ``RaftCore`` over a datagram transport; see the module docstring.
+
+    ``addresses`` maps node ids to ``(host, port)``; the driver keeps its own copy in
+    ``self.addresses``, a dict the owner may update (``set_address``), and adds the addresses
+    that membership changes carry. The driver owns ``transport``: ``run`` closes it on exit.
+    """
+
+    def __init__(
+        self,
+        core: RaftCore,
+        storage: Storage,
+        machine: StateMachine[R],
+        transport: DatagramTransport,
+        addresses: Mapping[str, Address],
+        *,
+        config: DriverConfig | None = None,
+        on_note: Callable[[Note], None] | None = None,
+    ) -> None:
+        self.config = config or DriverConfig()
+        self.config.validate()
+        self.core = core
+        self.storage = storage
+        self.machine = machine
+        self.transport = transport
+        self.addresses: dict[str, Address] = dict(addresses)
+        self.drops: Counter[str] = Counter()  # incoming datagrams dropped, by reason
+        self.counters: Counter[str] = Counter()  # everything else that is counted
+        self._on_note = on_note
+        self._in_thread = (
+            self.config.persist_in_thread
+            if self.config.persist_in_thread is not None
+            else not isinstance(storage, MemoryStorage)
+        )
+        self._state = _State.NEW
+        self._scope: trio.CancelScope | None = None
+        self._stopped = trio.Event()
+        self._wake = trio.Event()
+        self._applied = 0
+        self._pending: PendingRequests[R] = PendingRequests(
+            max_proposals=self.config.max_pending_proposals,
+            max_bytes=self.config.max_pending_bytes,
+            max_reads=self.config.max_pending_reads,
+        )
+        self._next_read_id = 0
+        self._known_membership: Membership | None = None
+        self._disk_busy_since: float | None = None
+        self._stall_reported = False
+        self._disk_seconds_total = 0.0
+        self._disk_seconds_max = 0.0
+        self._sync_addresses()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def id(self) -> str:
+        return self.core.id
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    @property
+    def applied_index(self) -> int:
+        """The last index applied to the state machine."""
+        return self._applied
+
+    @property
+    def local_address(self) -> Address:
+        return self.transport.local_address
+
+    def leader_address(self) -> str | None:
+        """``host:port`` of the leader this node knows, if it knows one and its address."""
+        return self._address_text(self.core.leader)
+
+    def set_address(self, node_id: str, address: Address) -> None:
+        """Learn or change where ``node_id`` listens (for example, from gossip)."""
+        self.addresses[node_id] = address
+
+    def statistics(self) -> dict[str, int | float]:
+        """Counters for metrics: drops by reason (``drops.<reason>``), the core's own drops
+        (``core_drops.<reason>``), messages, saves and their time, pending requests."""
+        stats: dict[str, int | float] = dict(sorted(self.counters.items()))
+        stats.update({f"drops.{k}": v for k, v in sorted(self.drops.items())})
+        stats.update({f"core_drops.{k}": v for k, v in sorted(self.core.drops.items())})
+        stats.update(
+            disk_seconds_total=self._disk_seconds_total,
+            disk_seconds_max=self._disk_seconds_max,
+            proposals_lost=self._pending.lost,
+            pending_proposals=self._pending.proposals,
+            pending_bytes=self._pending.bytes,
+            pending_reads=self._pending.reads,
+            applied_index=self._applied,
+            commit_index=self.core.commit,
+            term=self.core.term,
+        )
+        return stats
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled or ``aclose``; returns (or raises Cancelled) only after a write
+        in progress has finished. Pending requests then fail with ``ShuttingDown``."""
+        if self._state is not _State.NEW:
+            raise RuntimeError("a RaftDriver runs once; build a new one to restart")
+        self._state = _State.RUNNING
+        try:
+            self._restore_from_core_snapshot()
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._tick_loop)
+                nursery.start_soon(self._receive_loop)
+                nursery.start_soon(self._ready_loop)
+                self._kick()
+                task_status.started()
+        finally:
+            self._shut(f"{self.id} stopped")
+
+    async def aclose(self) -> None:
+        """Stop: pending requests fail with ``ShuttingDown``, then the tasks are cancelled
+        (a write in progress completes first). Idempotent."""
+        if self._state is _State.NEW:
+            self._shut(f"{self.id} closed before it ran")
+            return
+        self._pending.fail_all(ShuttingDown(f"{self.id} is shutting down"))
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._stopped.wait()
+
+    def _shut(self, reason: str) -> None:
+        self._state = _State.CLOSED
+        self._pending.fail_all(ShuttingDown(reason))
+        self.transport.close()
+        self._stopped.set()
+
+    def _restore_from_core_snapshot(self) -> None:
+        """The core hands out committed entries after its snapshot: the machine starts there."""
+        snapshot = self.core.snapshot
+        if snapshot is not None and snapshot.meta.index > self._applied:
+            self.machine.restore(snapshot.data)
+            self._applied = snapshot.meta.index
+
+    # ------------------------------------------------------------------ requests
+
+    async def propose(
+        self, data: bytes, *, client_id: str = "", seq: int = 0, timeout_s: float
+    ) -> R:
+        """Propose a command; return the state machine's result once it is applied here.
+
+        With ``client_id`` and ``seq``, a retry after ``ProposalTimeout`` or ``ShuttingDown``
+        applies at most once (the state machine's sessions). See the module docstring for
+        the errors.
+        """
+        self._check_running()
+        size = len(data) + len(client_id)
+        self._pending.check_room_for_proposal(size, self.id)
+        try:
+            index, term = self.core.propose(data, client_id=client_id, seq=seq)
+        except NotLeader as exc:
+            raise self._not_leader(exc.leader_hint) from None
+        waiter = self._pending.add_proposal(index, term, size)
+        self.counters["proposals"] += 1
+        self._kick()
+        try:
+            return await waiter.wait(
+                timeout_s,
+                lambda: ProposalTimeout(
+                    f"entry {index} (term {term}) not applied on {self.id} within "
+                    f"{timeout_s} s; it may still commit"
+                ),
+            )
+        finally:
+            self._pending.forget_proposal(index, waiter)
+
+    async def read_index(self, *, timeout_s: float) -> int:
+        """Wait until a linearizable read may be served here (ReadIndex, thesis §6.4) and
+        return the applied index it is served at. Read the state machine right after, with
+        no ``await`` in between."""
+        self._check_running()
+        self._pending.check_room_for_read(self.id)
+        self._next_read_id += 1
+        request_id = self._next_read_id
+        try:
+            self.core.read_index(request_id)
+        except NotLeader as exc:
+            raise self._not_leader(exc.leader_hint) from None
+        waiter = self._pending.add_read(request_id)
+        self._kick()
+        try:
+            return await waiter.wait(
+                timeout_s,
+                lambda: ProposalTimeout(f"read not confirmed on {self.id} within {timeout_s} s"),
+            )
+        finally:
+            self._pending.forget_read(request_id)
+
+    async def read(self, query: Callable[[], T], *, timeout_s: float) -> T:
+        """A linearizable read: ``query()`` (which reads the state machine) runs once this
+        node has applied a confirmed read index. For the KV machine:
+        ``await driver.read(lambda: kv.get(key), timeout_s=1.0)``."""
+        await self.read_index(timeout_s=timeout_s)
+        return query()
+
+    def _check_running(self) -> None:
+        if self._state is _State.CLOSED or (self._scope is not None and self._scope.cancel_called):
+            raise ShuttingDown(f"{self.id} is shutting down")
+        if self._state is _State.NEW:
+            raise RuntimeError("the driver is not running: start RaftDriver.run first")
+
+    def _not_leader(self, hint: str | None) -> NotLeader:
+        return NotLeader(hint, leader_address=self._address_text(hint))
+
+    def _address_text(self, node_id: str | None) -> str | None:
+        address = self.addresses.get(node_id) if node_id is not None else None
+        return format_address(address) if address is not None else None
+
+    # ------------------------------------------------------------------ tasks
+
+    def _kick(self) -> None:
+        """Tell the ready loop the core may have work."""
+        self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        interval_s = self.core.config.tick_ms / 1000
+        deadline = trio.current_time()
+        while True:
+            deadline += interval_s
+            now = trio.current_time()
+            if deadline < now:  # the process stalled: do not replay the missed ticks
+                self.counters["ticks_late"] += 1
+                deadline = now
+            await trio.sleep_until(deadline)
+            self.core.tick()
+            self.counters["ticks"] += 1
+            self._watch_disk()
+            self._kick()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                data, _source = await self.transport.receive()
+            except (ConnectionResetError, ConnectionRefusedError):
+                # ICMP errors some platforms report on a UDP socket: not a datagram.
+                self.drops["receive_error"] += 1
+                await trio.lowlevel.checkpoint()
+                continue
+            self.counters["datagrams_received"] += 1
+            if self._accept(data):
+                self._kick()
+
+    def _accept(self, data: bytes) -> bool:
+        """Decode one datagram and step the core with it; False (counted) if dropped."""
+        try:
+            envelope = decode(data)
+        except DecodeError:
+            self.drops["malformed"] += 1
+            return False
+        if envelope.cluster_id != self.config.cluster_id:
+            self.drops["foreign_cluster"] += 1
+            return False
+        sender = envelope.sender_id
+        if sender == self.id or sender not in self.addresses:
+            self.drops["unknown_sender"] += 1
+            return False
+        self.counters["messages_received"] += 1
+        self.core.step(sender, envelope.message)
+        return True
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self.core.has_ready():
+                await self._handle(self.core.ready())
+
+    async def _handle(self, ready: Ready) -> None:
+        """One pass of the handling loop of ``prism.raft.ready``, in its order."""
+        self._report(ready.notes)
+        await self._send(ready.messages)
+        if ready.must_persist:
+            await self._disk(
+                partial(self.storage.save, ready.hard_state, ready.entries, ready.snapshot)
+            )
+            self.counters["saves"] += 1
+        await self._send(ready.messages_after_persist)
+        if ready.snapshot is not None:
+            self._restore(ready.snapshot)
+        self._apply(ready.committed_entries)
+        self._take_reads(ready)
+        self.core.advance(ready)
+        self._sync_addresses()
+        await self._maybe_take_snapshot()
+
+    # ------------------------------------------------------------------ the loop's steps
+
+    async def _send(self, outbound: Sequence[Outbound]) -> None:
+        for out in outbound:
+            address = self.addresses.get(out.to)
+            if address is None:
+                self.counters["send_no_address"] += 1
+                continue
+            data = encode(out.message, cluster_id=self.config.cluster_id, sender_id=self.id)
+            if len(data) > MAX_DATAGRAM_BYTES:
+                self.counters["send_oversize"] += 1
+                logger.warning("wire.oversize node=%s to=%s bytes=%d", self.id, out.to, len(data))
+                continue
+            try:
+                await self.transport.send(data, address)
+            except OSError as exc:
+                self.counters["send_errors"] += 1
+                logger.debug("wire.send_failed node=%s to=%s error=%s", self.id, out.to, exc)
+                continue
+            self.counters["messages_sent"] += 1
+
+    async def _disk(self, write: Callable[[], None]) -> None:
+        """Run one storage write: in a worker thread that cancellation waits for (see the
+        module docstring), or inline for ``MemoryStorage``. Timed for the stall watchdog."""
+        started = trio.current_time()
+        self._disk_busy_since = started
+        self._stall_reported = False
+        try:
+            if self._in_thread:
+                await trio.to_thread.run_sync(write, abandon_on_cancel=False)
+            else:
+                write()
+        finally:
+            self._disk_busy_since = None
+        elapsed = trio.current_time() - started
+        self._disk_seconds_total += elapsed
+        self._disk_seconds_max = max(self._disk_seconds_max, elapsed)
+
+    def _watch_disk(self) -> None:
+        """Step down once per write that has taken longer than the stall bound."""
+        since = self._disk_busy_since
+        if since is None or self._stall_reported:
+            return
+        stalled_s = trio.current_time() - since
+        if stalled_s < self.config.disk_stall_timeout_s:
+            return
+        self._stall_reported = True
+        self.counters["disk_stalls"] += 1
+        leading = self.core.role is Role.LEADER
+        logger.warning(
+            "raft.disk_stall node=%s seconds=%.3f leader=%s", self.id, stalled_s, leading
+        )
+        if leading:
+            self.core.step_down("disk_stall")
+            self._kick()
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """The leader's snapshot replaces the state machine. Proposals at or below its index
+        cannot be told apart (applied or lost): they end with ``ProposalTimeout``."""
+        self.machine.restore(snapshot.data)
+        self._applied = snapshot.meta.index
+        self.counters["snapshots_restored"] += 1
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            if entry.index <= self._applied:
+                continue  # covered by the snapshot restored before
+            if entry.index != self._applied + 1:
+                raise RuntimeError(f"entry {entry.index} handed out after {self._applied}")
+            result = self.machine.apply(entry)
+            self._applied = entry.index
+            self.counters["applied"] += 1
+            self._pending.applied(entry, result)
+
+    def _take_reads(self, ready: Ready) -> None:
+        self._pending.reads_progressed(
+            ready.read_states,
+            ready.dropped_reads,
+            self._applied,
+            lambda: self._not_leader(self.core.leader),
+        )
+
+    async def _maybe_take_snapshot(self) -> None:
+        """The last step of the handling loop: snapshot the state machine when the log has
+        grown past the core's threshold, make it durable, then compact the log behind it."""
+        applied = self._applied
+        if not self.core.wants_snapshot(applied):
+            return
+        snapshot = Snapshot(meta=self.core.snapshot_meta(applied), data=self.machine.snapshot())
+        await self._disk(partial(self.storage.save_snapshot, snapshot))
+        compact_to = self.core.snapshot_saved(snapshot)
+        await self._disk(partial(self.storage.compact, compact_to))
+        self.counters["snapshots_taken"] += 1
+
+    def _report(self, notes: Sequence[Note]) -> None:
+        for note in notes:
+            logger.info("%s node=%s", note.render(), self.id)
+            if self._on_note is not None:
+                self._on_note(note)
+
+    def _sync_addresses(self) -> None:
+        """Add the addresses a new membership carries (``host:port`` text) to the book."""
+        membership = self.core.membership
+        if membership is self._known_membership:
+            return
+        self._known_membership = membership
+        for node_id, text in membership.addresses:
+            if not text or node_id == self.id:
+                continue
+            try:
+                self.addresses[node_id] = parse_address(text)
+            except ValueError:
+                logger.warning(
+                    "raft.bad_address node=%s member=%s address=%r", self.id, node_id, text
+                )
+
+
+@asynccontextmanager
+async def open_raft_driver(
+    core: RaftCore,
+    storage: Storage,
+    machine: StateMachine[R],
+    transport: DatagramTransport,
+    addresses: Mapping[str, Address],
+    *,
+    config: DriverConfig | None = None,
+    on_note: Callable[[Note], None] | None = None,
+) -> AsyncIterator[RaftDriver[R]]:
+    """Run a ``RaftDriver`` for the body of an ``async with``; ``aclose`` it on the way out."""
+    driver = RaftDriver(
+        core, storage, machine, transport, addresses, config=config, on_note=on_note
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        try:
+            yield driver
+        finally:
+            await driver.aclose()

@@ -1,0 +1,197 @@
+"""The callers waiting on a Raft driver, and their bounds.
+
+A proposal waits until the entry at its index is applied: it resolves with the state
+machine's result if that entry has the proposal's term, and fails with ``ProposalLost`` if
+another leader's entry took the index (log matching: an (index, term) pair names one entry).
+A read waits until the core confirms its read index (a ``ReadState``) and the state machine
+has applied that index; a read the core drops (it stopped leading) fails with ``NotLeader``.
+
+The waiting is bounded: past ``max_proposals`` proposals, ``max_bytes`` bytes of them, or
+``max_reads`` reads, a new request fails at once with ``Overloaded``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar, final
+
+import trio
+
+from prism.errors import Overloaded, ProposalLost, RaftError
+from prism.raft.messages import Entry
+from prism.raft.ready import ReadState
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Waiter(Generic[T]):
+    """One waiting caller's outcome: a value, or an exception to raise. Set once."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: tuple[T] | None = None
+        self._error: RaftError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def resolve(self, value: T) -> None:
+        if not self.done:
+            self._value = (value,)
+            self._event.set()
+
+    def fail(self, error: RaftError) -> None:
+        if not self.done:
+            self._error = error
+            self._event.set()
+
+    async def wait(self, timeout_s: float, on_timeout: Callable[[], RaftError]) -> T:
+        """The value, or raise the error; ``on_timeout()`` if nothing came in time."""
+        with trio.move_on_after(timeout_s):
+            await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        if self._value is None:
+            raise on_timeout()
+        return self._value[0]
+
+
+@dataclass(slots=True, eq=False)
+class _Proposal(Generic[R]):
+    term: int
+    size: int
+    waiter: Waiter[R]
+
+
+@final
+class PendingRequests(Generic[R]):
+    """Proposals by log index and reads by request id, with their bounds.
+
+    Invariant: ``bytes`` is the sum of the sizes of the proposals held.
+    """
+
+    def __init__(self, *, max_proposals: int, max_bytes: int, max_reads: int) -> None:
+        self.max_proposals = max_proposals
+        self.max_bytes = max_bytes
+        self.max_reads = max_reads
+        self.bytes = 0
+        self.lost = 0  # proposals that failed with ProposalLost
+        self._proposals: dict[int, _Proposal[R]] = {}
+        self._reads: dict[int, Waiter[int]] = {}
+        self._confirmed: list[tuple[int, int]] = []  # (read index, request id)
+
+    @property
+    def proposals(self) -> int:
+        return len(self._proposals)
+
+    @property
+    def reads(self) -> int:
+        return len(self._reads)
+
+    # ------------------------------------------------------------------ proposals
+
+    def check_room_for_proposal(self, size: int, node_id: str) -> None:
+        if len(self._proposals) >= self.max_proposals:
+            raise Overloaded(
+                f"{len(self._proposals)} proposals already wait on {node_id} "
+                f"(max_pending_proposals={self.max_proposals})"
+            )
+        if self.bytes + size > self.max_bytes:
+            raise Overloaded(
+                f"{self.bytes} bytes of proposals already wait on {node_id}; "
+                f"{size} more would pass max_pending_bytes={self.max_bytes}"
+            )
+
+    def add_proposal(self, index: int, term: int, size: int) -> Waiter[R]:
+        """Wait for the entry (``index``, ``term``). An older proposal of ours at the same
+        index was truncated away (we proposed again there): it is lost."""
+        previous = self._proposals.get(index)
+        if previous is not None:
+            self.forget_proposal(index, previous.waiter)
+            previous.waiter.fail(self._lost(index, previous.term))
+        waiter: Waiter[R] = Waiter()
+        self._proposals[index] = _Proposal(term, size, waiter)
+        self.bytes += size
+        return waiter
+
+    def forget_proposal(self, index: int, waiter: Waiter[R]) -> None:
+        """Stop tracking the proposal (its caller gave up); no-op if already gone."""
+        proposal = self._proposals.get(index)
+        if proposal is not None and proposal.waiter is waiter:
+            del self._proposals[index]
+            self.bytes -= proposal.size
+
+    def applied(self, entry: Entry, result: R) -> None:
+        """``entry`` was applied with ``result``: resolve (or lose) the proposal there."""
+        proposal = self._proposals.get(entry.index)
+        if proposal is None:
+            return
+        self.forget_proposal(entry.index, proposal.waiter)
+        if proposal.term == entry.term:
+            proposal.waiter.resolve(result)
+        else:
+            proposal.waiter.fail(self._lost(entry.index, proposal.term))
+
+    def _lost(self, index: int, term: int) -> ProposalLost:
+        self.lost += 1
+        return ProposalLost(f"entry {index} of term {term} was overwritten by another leader")
+
+    # ------------------------------------------------------------------ reads
+
+    def check_room_for_read(self, node_id: str) -> None:
+        if len(self._reads) >= self.max_reads:
+            raise Overloaded(
+                f"{len(self._reads)} reads already wait on {node_id} "
+                f"(max_pending_reads={self.max_reads})"
+            )
+
+    def add_read(self, request_id: int) -> Waiter[int]:
+        waiter: Waiter[int] = Waiter()
+        self._reads[request_id] = waiter
+        return waiter
+
+    def forget_read(self, request_id: int) -> None:
+        self._reads.pop(request_id, None)
+
+    def reads_progressed(
+        self,
+        confirmed: Sequence[ReadState],
+        dropped: Sequence[int],
+        applied_index: int,
+        not_leader: Callable[[], RaftError],
+    ) -> None:
+        """Take one ``Ready``'s read states and dropped reads; serve every confirmed read
+        whose index is applied (with the applied index)."""
+        self._confirmed.extend(
+            (s.index, s.request_id) for s in confirmed if s.request_id in self._reads
+        )
+        for request_id in dropped:
+            waiter = self._reads.pop(request_id, None)
+            if waiter is not None:
+                waiter.fail(not_leader())
+        waiting = []
+        for index, request_id in self._confirmed:
+            if index > applied_index:
+                waiting.append((index, request_id))
+                continue
+            served = self._reads.pop(request_id, None)
+            if served is not None:
+                served.resolve(applied_index)
+        self._confirmed = waiting
+
+    # ------------------------------------------------------------------ all
+
+    def fail_all(self, error: RaftError) -> None:
+        proposals, self._proposals = self._proposals, {}
+        reads, self._reads = self._reads, {}
+        self.bytes = 0
+        self._confirmed = []
+        for proposal in proposals.values():
+            proposal.waiter.fail(error)
+        for waiter in reads.values():
+            waiter.fail(error)

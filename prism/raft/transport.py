@@ -1,0 +1,186 @@
+"""Datagram transports for the Raft driver: one UDP socket, or an in-memory network.
+
+The driver needs three things from a transport: send one datagram to an address, receive
+the next datagram, and close. ``DatagramTransport`` is that interface. ``UdpTransport`` is
+one trio UDP socket; ``MemoryNetwork`` hands out ``MemoryTransport`` endpoints that deliver
+to each other in memory, for tests under trio's ``MockClock`` (no sockets, no wall clock).
+
+Both behave like UDP: a send never waits for the receiver and never fails because nobody
+listens. A datagram to an address nobody holds, to a full receive buffer (the kernel's
+socket buffer, ``buffer_datagrams`` in memory), or one the network's ``route`` hook refuses,
+is lost without a word.
+
+Addresses are ``(host, port)`` pairs; ``parse_address`` and ``format_address`` convert them
+to and from the ``host:port`` text that command lines and ``Membership`` carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, final
+
+import trio
+
+Address = tuple[str, int]
+"""Where a node listens: ``(host, port)``."""
+
+Route = Callable[[Address, Address, bytes], bool]
+"""A ``MemoryNetwork`` hook: ``route(source, destination, data)`` returns whether to deliver."""
+
+RECEIVE_BUFFER_BYTES = 65_536
+"""What one receive reads: more than the largest UDP payload (65,507 bytes)."""
+
+
+def parse_address(text: str) -> Address:
+    """``"host:port"`` or ``"[v6 host]:port"`` to ``(host, port)``; ValueError if malformed."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"not a host:port address: {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 <= port <= 65_535:
+        raise ValueError(f"port out of range in the address {text!r}")
+    return host, port
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class DatagramTransport(Protocol):
+    """One endpoint that sends and receives whole datagrams."""
+
+    @property
+    def local_address(self) -> Address:
+        """The address peers reach this endpoint at (the bound port, once bound)."""
+        ...
+
+    async def send(self, data: bytes, address: Address) -> None:
+        """Send one datagram. May raise OSError (the driver counts it and goes on)."""
+        ...
+
+    async def receive(self) -> tuple[bytes, Address]:
+        """The next datagram and its source address."""
+        ...
+
+    def close(self) -> None:
+        """Release the endpoint; idempotent."""
+        ...
+
+
+@final
+class UdpTransport:
+    """One bound UDP socket (``trio.socket``, ``SOCK_DGRAM``)."""
+
+    def __init__(self, sock: trio.socket.SocketType, local_address: Address) -> None:
+        self._sock = sock
+        self._local_address = local_address
+
+    @classmethod
+    async def bind(cls, address: Address) -> UdpTransport:
+        """Bind ``address``; port 0 picks a free port (read it from ``local_address``)."""
+        host, port = address
+        family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        try:
+            await sock.bind((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        bound = sock.getsockname()
+        return cls(sock, (str(bound[0]), int(bound[1])))
+
+    @property
+    def local_address(self) -> Address:
+        return self._local_address
+
+    async def send(self, data: bytes, address: Address) -> None:
+        await self._sock.sendto(data, address)
+
+    async def receive(self) -> tuple[bytes, Address]:
+        data, source = await self._sock.recvfrom(RECEIVE_BUFFER_BYTES)
+        return data, (str(source[0]), int(source[1]))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@final
+class MemoryNetwork:
+    """Endpoints that deliver datagrams to each other in memory, at once, in order.
+
+    ``route`` (settable at any time) decides per datagram whether it is delivered, which is
+    how tests cut links and isolate nodes. ``delivered`` and ``lost`` count datagrams.
+    """
+
+    def __init__(self, *, buffer_datagrams: int = 1024) -> None:
+        if buffer_datagrams < 1:
+            raise ValueError("buffer_datagrams must be at least 1")
+        self.buffer_datagrams = buffer_datagrams
+        self.route: Route | None = None
+        self.delivered = 0
+        self.lost = 0
+        self._endpoints: dict[Address, MemoryTransport] = {}
+
+    def open(self, address: Address) -> MemoryTransport:
+        """A new endpoint at ``address``; ValueError if that address is in use."""
+        if address in self._endpoints:
+            raise ValueError(f"address {format_address(address)} is in use")
+        endpoint = MemoryTransport(self, address)
+        self._endpoints[address] = endpoint
+        return endpoint
+
+    def deliver(self, source: Address, destination: Address, data: bytes) -> None:
+        """Hand ``data`` to the endpoint at ``destination``, or lose it (as UDP would)."""
+        endpoint = self._endpoints.get(destination)
+        if endpoint is None or (
+            self.route is not None and not self.route(source, destination, data)
+        ):
+            self.lost += 1
+            return
+        if endpoint.put(data, source):
+            self.delivered += 1
+        else:
+            self.lost += 1
+
+    def _closed(self, endpoint: MemoryTransport) -> None:
+        if self._endpoints.get(endpoint.local_address) is endpoint:
+            del self._endpoints[endpoint.local_address]
+
+
+@final
+class MemoryTransport:
+    """An endpoint of a ``MemoryNetwork``; build with ``MemoryNetwork.open``."""
+
+    def __init__(self, network: MemoryNetwork, address: Address) -> None:
+        self._network = network
+        self._address = address
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, Address]](
+            network.buffer_datagrams
+        )
+
+    @property
+    def local_address(self) -> Address:
+        return self._address
+
+    def put(self, data: bytes, source: Address) -> bool:
+        """Queue an arriving datagram; False (lost) when the buffer is full or closed."""
+        try:
+            self._inbox_send.send_nowait((data, source))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    async def send(self, data: bytes, address: Address) -> None:
+        self._network.deliver(self._address, address, data)
+        await trio.lowlevel.checkpoint()
+
+    async def receive(self) -> tuple[bytes, Address]:
+        return await self._inbox.receive()
+
+    def close(self) -> None:
+        self._network._closed(self)
+        self._inbox_send.close()
+        self._inbox.close()
