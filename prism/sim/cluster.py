@@ -103,6 +103,7 @@ class SimNode:
     reads: dict[int, tuple[ClientRequest, ReplyHandler]] = field(default_factory=dict)
     reads_ready: list[tuple[int, int]] = field(default_factory=list)  # (index, read id)
     leader_since_ns: int = -1
+    disk_stalled_until_ns: int = 0  # a write that starts before then completes then
 
 
 @final
@@ -207,6 +208,13 @@ class RaftSim:
         self.timeline.add(self.loop.now_ns, node_id, "restarts from its durable state")
         self._start(node)
 
+    def stall_disk(self, node_id: str, seconds: float) -> None:
+        """The node's disk stops answering for ``seconds``: a write started meanwhile
+        completes only when the stall ends (a sick disk, not a dead process)."""
+        node = self.nodes[node_id]
+        node.disk_stalled_until_ns = self.loop.now_ns + int(seconds * 1e9)
+        self.timeline.add(self.loop.now_ns, node_id, f"disk stalls for {seconds:g}s")
+
     def pause(self, node_id: str) -> None:
         node = self.nodes[node_id]
         if node.up and not node.paused:
@@ -265,11 +273,10 @@ class RaftSim:
             self._observe(node, core, ready)
             for out in ready.messages:
                 self.network.send(node.id, out.to, out.message, self._deliver)
-            if ready.must_persist and self.disk_ns > 0:
+            if ready.must_persist and (self.disk_ns > 0 or node.disk_stalled_until_ns):
                 node.persisting = True
-                self.loop.call_later(
-                    self.disk_ns, partial(self._persisted, node, node.incarnation, ready)
-                )
+                delay = max(self.disk_ns, node.disk_stalled_until_ns - self.loop.now_ns)
+                self.loop.call_later(delay, partial(self._persisted, node, node.incarnation, ready))
                 return
             self._finish(node, core, ready)
 

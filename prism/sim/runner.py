@@ -310,6 +310,10 @@ class Runner:
                     sim.resume(node)
         elif action == "flap":
             self._flap(args)
+        elif action == "stall-disk":
+            node = self.resolve(args.get("node", "leader"))
+            if node:
+                sim.stall_disk(node, float(args.get("for_s", 2.0)))
         elif action in ("add", "add-learner", "remove"):
             self._operate(fault, lambda: self._membership_change(action, args))
         elif action == "transfer":

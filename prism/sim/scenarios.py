@@ -328,6 +328,23 @@ def expect_members(count: Callable[[Params], int]) -> ExpectationCheck:
     return check
 
 
+def _disk_stall(p: Params, d: float) -> Schedule:
+    return [Fault(3.0, "stall-disk", {"node": "leader", "for_s": 4.0})]
+
+
+def expect_new_leader_during_stall(runner: Runner) -> Expectation:
+    """A leader whose disk stalls stops sending (its handling loop waits on the write), so
+    the others elect a new leader within about an election timeout, and the cluster keeps
+    committing (raft-anchors (b) 37: HashiCorp Raft's leader held the cluster instead)."""
+    name = "new-leader-during-stall"
+    if not _protected(runner):
+        return name, NOT_CHECKED
+    start, _ = _fault_window(runner, "stall-disk")
+    if runner.elections_between(start, start + 1.0):
+        return name, True
+    return name, f"violated: no new leader within 1 s of the stall at {start:g}s"
+
+
 def _transfers(p: Params, d: float) -> Schedule:
     return [
         Fault(3.0, "transfer", {"target": "random"}),
@@ -376,6 +393,7 @@ def explore_schedule(p: Params, d: float) -> Schedule:
                 "cut",
                 "reconfigure",
                 "transfer",
+                "stall-disk",
             ]
         )
         hold = round(rng.uniform(0.3, 4.0), 3)
@@ -422,6 +440,9 @@ def explore_schedule(p: Params, d: float) -> Schedule:
             # A member leaves and comes back as a voter, possibly while other faults run.
             faults.append(Fault(at, "remove", {"node": rng.choice(["leader", "follower"])}))
             faults.append(Fault(at + hold, "add", {"node": "non-member"}))
+        elif kind == "stall-disk":
+            who = rng.choice(["leader", "random"])
+            faults.append(Fault(at, "stall-disk", {"node": who, "for_s": hold}))
         elif kind == "transfer":
             faults.append(Fault(at, "transfer", {"target": rng.choice(["random", None])}))
         t += rng.expovariate(1.0 / 1.5)
@@ -673,6 +694,19 @@ SCENARIOS: dict[str, Scenario] = {
             "the leader crashes right after starting a membership change",
             16.0,
             _change_then_leader_crash,
+        ),
+        Scenario(
+            "disk-stall",
+            "the leader's disk stalls for 4 s while its process and network are fine",
+            12.0,
+            _disk_stall,
+            # The stalled leader's late acknowledgements are of entries its followers had
+            # committed without it, so "acknowledges nothing" does not apply here; the
+            # invariants judge what it acknowledges.
+            expectations=(
+                expect_new_leader_during_stall,
+                expect_step_down("stall-disk", "no quorum"),
+            ),
         ),
         Scenario(
             "leadership-transfer",
