@@ -1,14 +1,19 @@
 """A small key-value state machine driven by the Raft log: put, delete, compare-and-set.
 
 Commands are JSON objects (the cores may not depend on msgpack); values are strings.
-Exactly-once: an entry that carries a ``client_id`` and ``seq`` is applied at most once per
-client and sequence number; a retry of the last applied command gets the cached result
-(thesis §6.3). Sessions are kept for every client seen; expiring them deterministically
-(by log time, as LogCabin does) comes with the daemon's client sessions.
+Exactly-once (thesis §6.3): an entry that carries a ``client_id`` and ``seq`` is applied at
+most once per client and sequence number, and a retry gets the first application's result.
+A client may have many commands in flight, and they may commit in any order, so a session
+remembers the result of each of its last ``SESSION_WINDOW`` applied sequence numbers, not
+only the latest. A sequence number older than the window cannot be told apart (applied and
+forgotten, or never applied), so it is refused with an error rather than answered ``ok``
+or applied twice. Sessions are kept for every client seen; expiring whole sessions
+deterministically (by log time, as LogCabin does) comes with the daemon's client sessions.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass
 from typing import Literal, final
@@ -38,7 +43,8 @@ class Command:
         """Parse a command; raises ValueError on anything malformed."""
         try:
             body = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            # RecursionError: a client's command nested deeper than the decoder's limit.
             raise ValueError(f"command is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ValueError("command must be a JSON object")
@@ -64,13 +70,34 @@ class ApplyResult:
     error: str = ""
 
 
+SESSION_WINDOW = 1024
+"""Results remembered per client: more than any client keeps in flight."""
+
+
+@dataclass(slots=True)
+class _Session:
+    """One client's applied commands. Invariant: ``order`` is a heap of ``results``' keys,
+    and every forgotten seq is at most ``floor``."""
+
+    results: dict[int, ApplyResult]
+    order: list[int]
+    floor: int = 0
+
+    def remember(self, seq: int, result: ApplyResult) -> None:
+        self.results[seq] = result
+        heapq.heappush(self.order, seq)
+        while len(self.order) > SESSION_WINDOW:
+            oldest = heapq.heappop(self.order)
+            del self.results[oldest]
+            self.floor = max(self.floor, oldest)
+
+
 @final
 class KVStateMachine:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
         self.applied_index = 0
-        # client id -> (last applied seq, its result)
-        self._sessions: dict[str, tuple[int, ApplyResult]] = {}
+        self._sessions: dict[str, _Session] = {}
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
@@ -78,8 +105,13 @@ class KVStateMachine:
     def snapshot(self) -> bytes:
         """The whole state (data and sessions) as of ``applied_index``."""
         sessions = {
-            client: [seq, result.ok, result.value, result.error, result.index]
-            for client, (seq, result) in self._sessions.items()
+            client: {
+                "floor": session.floor,
+                "results": [
+                    [seq, r.ok, r.value, r.error, r.index] for seq, r in session.results.items()
+                ],
+            }
+            for client, session in self._sessions.items()
         }
         body = {"applied": self.applied_index, "data": self.data, "sessions": sessions}
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
@@ -93,11 +125,17 @@ class KVStateMachine:
                 raise TypeError("bad fields")
             if not all(type(k) is str and type(v) is str for k, v in values.items()):
                 raise TypeError("values must be strings")
-            restored = {
-                client: (seq, ApplyResult(index, ok, value, error=error))
-                for client, (seq, ok, value, error, index) in sessions.items()
-            }
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            restored = {}
+            for client, session in sessions.items():
+                results = {
+                    seq: ApplyResult(index, ok, value, error=error)
+                    for seq, ok, value, error, index in session["results"]
+                }
+                order = sorted(results)
+                if type(session["floor"]) is not int or len(order) > SESSION_WINDOW:
+                    raise TypeError("bad session")
+                restored[client] = _Session(results, order, session["floor"])
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise ValueError(f"not a key-value snapshot: {exc}") from None
         self.applied_index = applied
         self.data = dict(values)
@@ -110,16 +148,25 @@ class KVStateMachine:
         self.applied_index = entry.index
         if entry.kind is not EntryKind.NORMAL:  # no-ops and membership are Raft's own
             return ApplyResult(entry.index, True)
-        if entry.client_id:
-            session = self._sessions.get(entry.client_id)
-            if session is not None and entry.seq <= session[0]:
-                first = session[1]
-                return ApplyResult(
-                    entry.index, first.ok, first.value, duplicate=True, error=first.error
-                )
+        if not entry.client_id:
+            return self._execute(entry)
+        session = self._sessions.get(entry.client_id)
+        if session is None:
+            session = self._sessions[entry.client_id] = _Session({}, [])
+        first = session.results.get(entry.seq)
+        if first is not None:
+            return ApplyResult(
+                entry.index, first.ok, first.value, duplicate=True, error=first.error
+            )
+        if entry.seq <= session.floor:
+            return ApplyResult(
+                entry.index,
+                False,
+                error=f"seq {entry.seq} is older than this session remembers; "
+                "whether it applied cannot be told",
+            )
         result = self._execute(entry)
-        if entry.client_id:
-            self._sessions[entry.client_id] = (entry.seq, result)
+        session.remember(entry.seq, result)
         return result
 
     def _execute(self, entry: Entry) -> ApplyResult:
