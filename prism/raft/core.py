@@ -193,6 +193,10 @@ class RaftCore:
         self._read_states: list[ReadState] = []
         self._dropped_reads: list[int] = []
         self._notes: list[Note] = []
+        # Leader: appends owed to the followers, sent by the next ready() (_flush_appends), so
+        # that the proposals and commit advances between two Readys share one append each.
+        self._appends_due = False
+        self._commit_due = False
         self._last_hard_state = HardState(self.term, self.vote, self.commit)
         # Messages ignored, by reason: bad or stale input is counted, never raised.
         self.drops: Counter[str] = Counter()
@@ -242,12 +246,12 @@ class RaftCore:
             self._election_elapsed += 1
             if self._election_elapsed >= self._randomized_timeout:
                 self._election_elapsed = 0
-                if self.id in self._voters:  # learners and non-members never campaign
+                if self._may_campaign():
                     self._campaign()
 
     def campaign(self) -> None:
         """Start an election now, as if the election timeout had passed (tests)."""
-        if self.role is not Role.LEADER and self.id in self._voters:
+        if self.role is not Role.LEADER and self._may_campaign():
             self._campaign()
 
     def step_down(self, reason: str) -> None:
@@ -285,7 +289,7 @@ class RaftCore:
             seq=seq,
         )
         self.log.append([entry])
-        self._broadcast_append()
+        self._appends_due = True  # sent with the next Ready, batched with the others
         return entry.index, entry.term
 
     def read_index(self, request_id: int) -> None:
@@ -461,6 +465,8 @@ class RaftCore:
             or self.commit != self._last_hard_state.commit
             or self.commit > self._applied_handed
             or self._pending_install is not None
+            or self._appends_due
+            or self._commit_due
         )
 
     def ready(self) -> Ready:
@@ -469,6 +475,7 @@ class RaftCore:
         if self._outstanding:
             raise RuntimeError("ready() called again before advance() of the previous Ready")
         self._outstanding = True
+        self._flush_appends()
         entries = self.log.take_unpersisted()
         state = self.hard_state()
         changed = state if state != self._last_hard_state else None
@@ -533,11 +540,24 @@ class RaftCore:
             self._drop_reads()
             self._note("raft.stepped_down", term=self.term, reason=reason)
 
+    def _may_campaign(self) -> bool:
+        """Voters campaign; learners and servers outside the cluster do not, except a server
+        whose own removal is the latest configuration in its log and not known to be
+        committed (thesis §4.2.2): it may be the only server holding that entry, and then the
+        remaining voters cannot elect anyone else. Its own vote does not count."""
+        if self.id in self._voters:
+            return True
+        at = self._membership_at_entry[0]
+        return self.commit < at and self.id in self._membership_at(at - 1).voters
+
+    def _own_vote(self) -> dict[str, bool]:
+        return {self.id: True} if self.id in self._voters else {}
+
     def _campaign(self) -> None:
         if self.config.pre_vote:
             self.role = Role.PRE_CANDIDATE
             self.leader = None
-            self._votes = {self.id: True}
+            self._votes = self._own_vote()
             self._reset_randomized_timeout()
             self._note("raft.pre_campaign", term=self.term + 1)
             if vote_result(self._votes, len(self._voters)) is VoteResult.WON:
@@ -561,7 +581,7 @@ class RaftCore:
         self.leader = None
         self._election_elapsed = 0
         self._reset_randomized_timeout()
-        self._votes = {self.id: True}
+        self._votes = self._own_vote()
         self._note("raft.campaign", term=self.term)
         if vote_result(self._votes, len(self._voters)) is VoteResult.WON:
             self._become_leader()
@@ -741,6 +761,11 @@ class RaftCore:
         progress = self._member_progress(src)
         if progress is None:
             return
+        if msg.success and msg.match_index > self.log.last_index:
+            # Only a follower with a log this leader lacks could say so: impossible while
+            # Raft's rules hold (leader completeness), so never act on it (it would loop).
+            self.drops["match_beyond_log"] += 1
+            return
         if msg.success:
             if progress.maybe_update(msg.match_index):
                 if progress.state is ProgressState.PROBE:
@@ -752,6 +777,8 @@ class RaftCore:
                     progress.become_probe()  # caught up through appends sent before
                 if self._maybe_commit():
                     self._commit_advanced()
+                    if self.role is not Role.LEADER:
+                        return  # our own removal committed
                 if src == self._transfer_target:
                     self._maybe_send_timeout_now()
                 self._maybe_promote()
@@ -858,13 +885,34 @@ class RaftCore:
 
     def _commit_advanced(self) -> None:
         """The leader's commit index moved: tell followers, and act on committed changes."""
-        self._broadcast_append(send_if_empty=True)
         if self.id not in self._voters and self.commit >= self._membership_at_entry[0]:
-            # Our own removal committed (thesis §4.2.2): the followers have just been told
-            # the commit index; a new leader comes from the remaining voters.
+            # Our own removal committed (thesis §4.2.2): tell the followers the commit index
+            # now, while leading; a new leader comes from the remaining voters.
+            self._broadcast_append(send_if_empty=True)
             self._become_follower(self.term, None, reason="removed")
             return
+        self._commit_due = True  # told with the next Ready's appends (_flush_appends)
         self._maybe_promote()
+
+    def _flush_appends(self) -> None:
+        """Send what is owed since the last Ready: new entries to each follower (up to its
+        window), and the commit index, in an empty append if none carrying it is queued."""
+        appends, commit = self._appends_due, self._commit_due
+        self._appends_due = self._commit_due = False
+        if self.role is not Role.LEADER or not (appends or commit):
+            return
+        for peer in self._peers:
+            self._send_appends(peer)
+            if commit and not self._commit_queued_for(peer):
+                self._send_append(peer, send_if_empty=True)
+
+    def _commit_queued_for(self, peer: str) -> bool:
+        return any(
+            out.to == peer
+            and isinstance(out.message, AppendEntries)
+            and out.message.leader_commit >= self.commit
+            for out in self._messages
+        )
 
     # ------------------------------------------------------------------ membership
 
@@ -894,7 +942,11 @@ class RaftCore:
                 if decoded is not None:
                     self._set_membership(decoded, (entry.index, entry.term))
                     return
-        self._set_membership(self._base_membership, (0, 0))
+        # Positioned at the compaction marker, which the log still matches: a follower checks
+        # that position on every append, and rescans the whole log when it does not match.
+        self._set_membership(
+            self._base_membership, (self.log.snapshot_index, self.log.snapshot_term)
+        )
 
     def _set_membership(self, membership: Membership, at: tuple[int, int]) -> None:
         changed = membership != self._membership
@@ -1049,6 +1101,12 @@ class RaftCore:
             progress.snapshot_installed(msg.index)
             if self._maybe_commit():
                 self._commit_advanced()
+                if self.role is not Role.LEADER:
+                    return  # our own removal committed
+            # The snapshot may be all it lacked: no append answer will follow to act on.
+            if src == self._transfer_target:
+                self._maybe_send_timeout_now()
+            self._maybe_promote()
             self._send_appends(src)
             return
         if msg.next_offset > len(sending.data):

@@ -187,12 +187,15 @@ class RaftLog:
             return
         if self.term_at(index) == term:
             del self._entries[: index - self.snapshot_index]
+            self.stable_index = max(self.stable_index, index)
+            self._unpersisted_from = max(self._unpersisted_from, index + 1)
         else:
+            # Discarded entries were durable, but what later takes their indexes is not.
             self._entries = []
+            self.stable_index = index
+            self._unpersisted_from = index + 1
         self.snapshot_index = index
         self.snapshot_term = term
-        self.stable_index = max(self.stable_index, index)
-        self._unpersisted_from = max(self._unpersisted_from, index + 1)
 
     def compact(self, index: int) -> None:
         """Drop entries up to ``index`` (already durable and applied, behind a snapshot)."""

@@ -88,7 +88,8 @@ class Membership:
         """Parse ``encode``'s output; raises ValueError on anything malformed."""
         try:
             body = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the decoder's limit (b"[" * 50_000).
             raise ValueError(f"membership is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ValueError("membership must be a JSON object")
