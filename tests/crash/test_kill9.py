@@ -35,7 +35,7 @@ data directory is opened with ``DiskStorage`` and its committed log (up to
 ``hard_state.commit``) is replayed through a fresh ``KVStateMachine``.
 
 How exactly-once is established: a snapshot would hide the applications it covers (its
-sessions keep only each client's last seq), so the log is kept below
+sessions remember only a window of each client's seqs), so the log is kept below
 ``snapshot_threshold_entries``: the lanes take no new seq once a reply's index passes
 ``LOG_LIMIT``, and the test fails if any node holds a snapshot. Every node's log is then
 whole from index 1, and the replay sees every application: for each (client, seq) it counts
@@ -717,7 +717,9 @@ def _problems_of_node(node: Replayed, attempts: Mapping[WriteId, Attempt]) -> li
     for client, seq in last_seq.items():
         if attempts[client, seq].acked_index is None:
             continue
-        session_seq = sessions.get(client, [None])[0]
+        # A session remembers the results of its client's latest applied seqs.
+        remembered = [entry[0] for entry in sessions.get(client, {}).get("results", [])]
+        session_seq = max(remembered, default=None)
         if session_seq != seq:
             problems.append(f"{node.name}: session of {client} at {session_seq}, last ack {seq}")
     return problems
