@@ -775,14 +775,9 @@ class RaftCore:
                     and self.log.term_at(progress.match) is not None
                 ):
                     progress.become_probe()  # caught up through appends sent before
-                if self._maybe_commit():
-                    self._commit_advanced()
-                    if self.role is not Role.LEADER:
-                        return  # our own removal committed
-                if src == self._transfer_target:
-                    self._maybe_send_timeout_now()
-                self._maybe_promote()
-            self._send_appends(src)
+                self._follower_advanced(src)
+            if self.role is Role.LEADER:  # unless our own removal just committed
+                self._send_appends(src)
             return
         hint_next = msg.hint_index + 1
         if msg.hint_term > 0:
@@ -791,6 +786,17 @@ class RaftCore:
             if progress.state is ProgressState.REPLICATE:
                 progress.become_probe()
             self._send_append(src, send_if_empty=True)
+
+    def _follower_advanced(self, src: str) -> None:
+        """``src`` holds more of the log: commit what a quorum holds, and go on with a
+        transfer to it or its promotion, whichever waited for it to catch up."""
+        if self._maybe_commit():
+            self._commit_advanced()
+            if self.role is not Role.LEADER:
+                return  # our own removal committed
+        if src == self._transfer_target:
+            self._maybe_send_timeout_now()
+        self._maybe_promote()
 
     def _handle_heartbeat_reply(self, src: str, msg: HeartbeatReply) -> None:
         progress = self._member_progress(src)
@@ -1099,15 +1105,10 @@ class RaftCore:
             return
         if msg.done:
             progress.snapshot_installed(msg.index)
-            if self._maybe_commit():
-                self._commit_advanced()
-                if self.role is not Role.LEADER:
-                    return  # our own removal committed
             # The snapshot may be all it lacked: no append answer will follow to act on.
-            if src == self._transfer_target:
-                self._maybe_send_timeout_now()
-            self._maybe_promote()
-            self._send_appends(src)
+            self._follower_advanced(src)
+            if self.role is Role.LEADER:
+                self._send_appends(src)
             return
         if msg.next_offset > len(sending.data):
             self.drops["bad_snapshot_offset"] += 1

@@ -14,10 +14,10 @@ deterministically (by log time, as LogCabin does) comes with the daemon's client
 from __future__ import annotations
 
 import heapq
-import json
 from dataclasses import dataclass
 from typing import Literal, final
 
+from prism.raft.jsonbody import dump_object, load_object
 from prism.raft.messages import Entry, EntryKind
 
 Op = Literal["put", "delete", "cas"]
@@ -36,18 +36,12 @@ class Command:
             body["value"] = self.value
         if self.op == "cas":
             body["expected"] = self.expected
-        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return dump_object(body)
 
     @classmethod
     def decode(cls, data: bytes) -> Command:
         """Parse a command; raises ValueError on anything malformed."""
-        try:
-            body = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            # RecursionError: a client's command nested deeper than the decoder's limit.
-            raise ValueError(f"command is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ValueError("command must be a JSON object")
+        body = load_object(data, "command")
         op, key = body.get("op"), body.get("key")
         value, expected = body.get("value"), body.get("expected")
         if op not in ("put", "delete", "cas") or not isinstance(key, str):
@@ -114,12 +108,12 @@ class KVStateMachine:
             for client, session in self._sessions.items()
         }
         body = {"applied": self.applied_index, "data": self.data, "sessions": sessions}
-        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return dump_object(body)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a ``snapshot()``; raises ValueError if malformed."""
         try:
-            body = json.loads(data)
+            body = load_object(data, "snapshot")
             applied, values, sessions = body["applied"], body["data"], body["sessions"]
             if type(applied) is not int or not isinstance(values, dict):
                 raise TypeError("bad fields")

@@ -12,8 +12,9 @@ that another leader added.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+from prism.raft.jsonbody import dump_object, load_object
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,18 +82,12 @@ class Membership:
             "learners": list(self.learners),
             "addresses": dict(self.addresses),
         }
-        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return dump_object(body)
 
     @classmethod
     def decode(cls, data: bytes) -> Membership:
         """Parse ``encode``'s output; raises ValueError on anything malformed."""
-        try:
-            body = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            # RecursionError: nesting deeper than the decoder's limit (b"[" * 50_000).
-            raise ValueError(f"membership is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ValueError("membership must be a JSON object")
+        body = load_object(data, "membership")
         voters, learners = body.get("voters"), body.get("learners", [])
         addresses = body.get("addresses", {})
         if not isinstance(voters, list) or not isinstance(learners, list):

@@ -7,6 +7,7 @@ interleaving is written down in the test. ``run_ready`` is the handling loop of
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +19,13 @@ from prism.raft.messages import Entry, RaftMessage
 from prism.raft.ready import HardState, Note, Outbound, ReadState, Ready
 from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage
+
+LAN = RaftConfig.lan()
+ELECTION = LAN.election_timeout_max_ticks  # ticks within which any follower campaigns
+# Snapshot every 10 applied entries, keep 3 behind it, and send it 64 bytes at a time.
+SMALL_SNAPSHOTS = dataclasses.replace(
+    LAN, snapshot_threshold_entries=10, snapshot_trailing_entries=3, snapshot_chunk_bytes=64
+)
 
 Wire = tuple[str, str, RaftMessage]  # (src, dst, message)
 Drop = Callable[[str, str, RaftMessage], bool]
@@ -188,6 +196,12 @@ class Cluster:
         index, _ = self.cores[node].propose(data, client_id=client_id, seq=seq)
         self.run_ready(node)
         return index
+
+    def write(self, leader: str, count: int, prefix: str = "k") -> None:
+        """``count`` puts through ``leader``, each delivered (so committed) before the next."""
+        for i in range(count):
+            self.propose(leader, put(f"{prefix}{i}", f"value-{prefix}{i}"))
+            self.deliver_all()
 
     def read_index(self, node: str, request_id: int) -> None:
         self.cores[node].read_index(request_id)

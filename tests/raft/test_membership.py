@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 
@@ -22,19 +21,7 @@ from prism.raft.messages import (
     HeartbeatReply,
     RequestVoteReply,
 )
-from tests.raft.cluster import Cluster, put
-
-LAN = RaftConfig.lan()
-ELECTION = LAN.election_timeout_max_ticks
-SNAP = dataclasses.replace(
-    LAN, snapshot_threshold_entries=10, snapshot_trailing_entries=3, snapshot_chunk_bytes=64
-)
-
-
-def _write(c: Cluster, leader: str, count: int, prefix: str = "k") -> None:
-    for i in range(count):
-        c.propose(leader, put(f"{prefix}{i}", f"{prefix}-{i}"))
-        c.deliver_all()
+from tests.raft.cluster import ELECTION, LAN, SMALL_SNAPSHOTS, Cluster, put
 
 
 def _until(c: Cluster, done: Callable[[], bool], what: str, rounds: int = 20 * ELECTION) -> None:
@@ -84,7 +71,7 @@ def test_grow_one_to_five_one_server_at_a_time() -> None:
     member ends with the leader's membership, and addresses travel with it."""
     c = Cluster(5, voters=1)
     c.elect("n1")
-    _write(c, "n1", 2, prefix="start")
+    c.write("n1", 2, prefix="start")
     for new in ("n2", "n3", "n4", "n5"):
         before = c["n1"].membership
         index, term = c["n1"].add_server(new, f"{new}.example:7000")
@@ -98,7 +85,7 @@ def test_grow_one_to_five_one_server_at_a_time() -> None:
             notes = _membership_notes(c, node)
             learner_at = notes.index((",".join(before.voters), new))
             assert notes[learner_at + 1] == (",".join((*before.voters, new)), "")
-        _write(c, "n1", 2, prefix=new)
+        c.write("n1", 2, prefix=new)
         members = c["n1"].membership.members
         assert all(c.kv[m].data == c.kv["n1"].data for m in members)
         if new == "n3":
@@ -115,13 +102,13 @@ def test_shrink_five_to_three() -> None:
     a majority of the remaining voters only."""
     c = Cluster(5)
     c.elect("n1")
-    _write(c, "n1", 2)
+    c.write("n1", 2)
     for gone in ("n5", "n4"):
         c["n1"].remove_server(gone)
         c.run_ready("n1")
         assert gone not in c["n1"].membership.members  # in force from append
         _until(c, lambda: _settled(c, "n1"), gone)
-        _write(c, "n1", 1, prefix=gone)
+        c.write("n1", 1, prefix=gone)
     for node in ("n1", "n2", "n3"):
         assert c[node].membership == Membership.of(["n1", "n2", "n3"])
     # Two of the three are now a quorum, whatever the removed servers do.
@@ -176,7 +163,7 @@ def test_change_refused_before_new_leaders_first_commit() -> None:
     log first, and then n4 never votes for n1."""
     c = Cluster(5, voters=4)
     c.elect("n1")
-    _write(c, "n1", 2)
+    c.write("n1", 2)
     c["n1"].add_server("n5", voter=False)
     c.run_ready("n1")
     _until(c, lambda: _settled(c, "n1"), "n5 never joined as a learner")
@@ -285,7 +272,7 @@ def test_removed_leader_steps_down_after_commit_and_never_campaigns() -> None:
     voter in its own latest configuration, never campaigns."""
     c = Cluster(3)
     c.elect("n1")
-    _write(c, "n1", 2)
+    c.write("n1", 2)
     index, _ = c["n1"].remove_server("n1")
     c.run_ready("n1")
     assert c["n1"].role is Role.LEADER
@@ -306,7 +293,7 @@ def test_removed_leader_steps_down_after_commit_and_never_campaigns() -> None:
     _until(c, lambda: c.leader() in ("n2", "n3"), "no leader among the remaining voters")
     new = c.leader()
     assert new is not None
-    _write(c, new, 2, prefix="new")
+    c.write(new, 2, prefix="new")
     c.tick_all(10 * ELECTION)
     assert c.leader() == new
     assert not _campaigned(c, "n1", start)
@@ -328,7 +315,7 @@ def test_removed_leader_deposed_before_commit_still_campaigns() -> None:
     steps down as removed, and from then on never campaigns."""
     c = Cluster(3)
     c.elect("n1")
-    _write(c, "n1", 2)
+    c.write("n1", 2)
     c["n1"].remove_server("n2")
     c.run_ready("n1")
     _until(c, lambda: _settled(c, "n1"), "n2 never removed")
@@ -343,8 +330,8 @@ def test_removed_leader_deposed_before_commit_still_campaigns() -> None:
     reasons = [n.fields["reason"] for n in c.noted("n1", "raft.stepped_down")]
     assert reasons == ["check_quorum", "removed"]
     assert c["n3"].membership == c["n1"].membership == Membership.of(["n3"])
-    _write(c, "n3", 2, prefix="alone")
-    assert c.kv["n3"].get("alone1") == "alone-1"
+    c.write("n3", 2, prefix="alone")
+    assert c.kv["n3"].get("alone1") == "value-alone1"
     start = len(c.notes)
     c.tick_all(10 * ELECTION)
     assert not _campaigned(c, "n1", start)
@@ -422,9 +409,9 @@ def test_learner_promoted_after_catching_up_by_snapshot() -> None:
     up by snapshot; if that snapshot reaches the commit index (an idle cluster snapshotted at
     its last entry), the learner has caught up and is promoted, with no further write to
     trigger it."""
-    c = Cluster(4, voters=3, config=SNAP)
+    c = Cluster(4, voters=3, config=SMALL_SNAPSHOTS)
     c.elect("n1")
-    _write(c, "n1", 3)
+    c.write("n1", 3)
     c.crash("n4")
     c["n1"].add_server("n4")
     c.run_ready("n1")
@@ -434,7 +421,7 @@ def test_learner_promoted_after_catching_up_by_snapshot() -> None:
         snapshot = c["n1"].snapshot
         if snapshot is not None and snapshot.meta.index == c["n1"].log.last_index:
             break
-        _write(c, "n1", 1, prefix=f"fill{i}")
+        c.write("n1", 1, prefix=f"fill{i}")
     assert c["n1"].snapshot is not None
     assert c["n1"].snapshot.meta.index == c["n1"].log.last_index == c["n1"].commit
     c.restart("n4")
@@ -453,7 +440,7 @@ def test_truncated_config_entry_reverts_membership() -> None:
     configuration before it."""
     c = Cluster(5)
     c.elect("n1")
-    _write(c, "n1", 2)
+    c.write("n1", 2)
     everyone = Membership.of(c.ids)
     for other in ("n2", "n3", "n4"):
         c.cut("n1", other)
@@ -467,7 +454,7 @@ def test_truncated_config_entry_reverts_membership() -> None:
     _until(c, lambda: c.leader() in ("n2", "n3", "n4"), "the majority never elected a leader")
     new = c.leader()
     assert new is not None
-    _write(c, new, 1, prefix="new")
+    c.write(new, 1, prefix="new")
     c.heal()
     _until(c, lambda: c["n5"].log.term_at(index) == c[new].term, "n5 never caught up")
     _until(c, lambda: c["n1"].log.term_at(index) == c[new].term, "n1 never caught up")
@@ -485,12 +472,12 @@ def test_removed_server_re_added() -> None:
     from where its log stopped and becomes a voter again."""
     c = Cluster(3)
     c.elect("n1")
-    _write(c, "n1", 2)
+    c.write("n1", 2)
     term = c["n1"].term
     index, _ = c["n1"].remove_server("n3")
     c.run_ready("n1")
     _until(c, lambda: _settled(c, "n1"), "n3 never removed")
-    _write(c, "n1", 3, prefix="without")
+    c.write("n1", 3, prefix="without")
     c.tick_all(10 * ELECTION)
     assert c.noted("n3", "raft.pre_campaign"), "n3 never noticed it was left alone"
     assert c.leader() == "n1"
@@ -501,7 +488,7 @@ def test_removed_server_re_added() -> None:
     _until(c, lambda: _settled(c, "n1") and "n3" in c["n1"].voters, "n3 never came back")
     assert c["n3"].log.entry(index).kind is EntryKind.CONFIG  # it learned of its removal
     assert _membership_notes(c, "n3")[-2:] == [("n1,n2", "n3"), ("n1,n2,n3", "")]
-    _write(c, "n1", 1, prefix="with")
+    c.write("n1", 1, prefix="with")
     assert c.kv["n3"].data == c.kv["n1"].data
     assert c["n3"].membership.address_of("n3") == "back:1"
 

@@ -5,14 +5,12 @@ rules are pinned on a single core fed hand-built chunks."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import pytest
 
-from prism.raft.config import RaftConfig
 from prism.raft.core import RaftCore, Role
 from prism.raft.membership import Membership
 from prism.raft.messages import (
@@ -29,23 +27,10 @@ from prism.raft.progress import ProgressState
 from prism.raft.ready import HardState, Ready
 from prism.raft.snapshot import Snapshot, SnapshotMeta
 from prism.raft.storage import MemoryStorage
-from tests.raft.cluster import Cluster, entries_with_terms, put
+from tests.raft.cluster import ELECTION, LAN, SMALL_SNAPSHOTS, Cluster, entries_with_terms, put
 
-LAN = RaftConfig.lan()
-ELECTION = LAN.election_timeout_max_ticks
-# Snapshot every 10 applied entries, keep 3 behind it, and send it 64 bytes at a time.
-SNAP = dataclasses.replace(
-    LAN, snapshot_threshold_entries=10, snapshot_trailing_entries=3, snapshot_chunk_bytes=64
-)
 THREE = Membership.of(["n1", "n2", "n3"])
 _M = TypeVar("_M", InstallSnapshot, InstallSnapshotReply)
-
-
-def _write(c: Cluster, leader: str, count: int, prefix: str = "k") -> None:
-    """``count`` puts through ``leader``, each delivered (and so committed) before the next."""
-    for i in range(count):
-        c.propose(leader, put(f"{prefix}{i}", f"value-{prefix}{i}"))
-        c.deliver_all()
 
 
 def _rounds(c: Cluster, n: int, drop: Callable[[str, str, RaftMessage], bool]) -> None:
@@ -75,7 +60,7 @@ def _follower(terms: Sequence[int], *, term: int, commit: int) -> tuple[RaftCore
     core = RaftCore(
         "n2",
         ["n1", "n2", "n3"],
-        config=SNAP,
+        config=SMALL_SNAPSHOTS,
         rng=random.Random("follower"),
         hard_state=storage.hard_state,
         entries=storage.entries,
@@ -131,15 +116,15 @@ def test_compaction_keeps_trailing_entries() -> None:
     """Raft §7 with HashiCorp's trailing logs: once ``snapshot_threshold_entries`` entries are
     applied past the last snapshot, the node snapshots at its applied index and compacts the
     log to ``snapshot_trailing_entries`` entries behind it, in memory and in storage alike."""
-    c = Cluster(3, config=SNAP)
+    c = Cluster(3, config=SMALL_SNAPSHOTS)
     c.elect("n1")
-    _write(c, "n1", 25)
+    c.write("n1", 25)
     for node in c.ids:
         core, storage = c[node], c.storage[node]
         index = _snapshot_index(core)
         assert index >= 20
-        assert core.log.snapshot_index == index - SNAP.snapshot_trailing_entries
-        assert core.log.first_index == index - SNAP.snapshot_trailing_entries + 1
+        assert core.log.snapshot_index == index - SMALL_SNAPSHOTS.snapshot_trailing_entries
+        assert core.log.first_index == index - SMALL_SNAPSHOTS.snapshot_trailing_entries + 1
         with pytest.raises(IndexError):
             core.log.entry(core.log.snapshot_index)
         assert core.log.entry(index).index == index  # trailing entries are still served
@@ -151,7 +136,7 @@ def test_compaction_keeps_trailing_entries() -> None:
 def test_snapshot_meta_refuses_unapplied_or_compacted_indexes() -> None:
     """Raft §7: a snapshot covers applied state only. ``snapshot_meta`` refuses an index that
     was not handed out for applying yet, and one behind the compacted prefix."""
-    core = RaftCore("n1", ["n1"], config=SNAP, rng=random.Random(1))
+    core = RaftCore("n1", ["n1"], config=SMALL_SNAPSHOTS, rng=random.Random(1))
     storage = MemoryStorage()
     core.campaign()
     _drain(core, storage)
@@ -180,9 +165,9 @@ def test_restart_from_snapshot_and_trailing_entries() -> None:
     """Thesis §5.1: a server restarts from its snapshot plus the log after it: the state
     machine is restored from the snapshot and the later committed entries replayed, and the
     log starts right after the snapshot (the trailing entries kept in storage are skipped)."""
-    c = Cluster(3, config=SNAP)
+    c = Cluster(3, config=SMALL_SNAPSHOTS)
     c.elect("n1")
-    _write(c, "n1", 24)
+    c.write("n1", 24)
     before = dict(c.kv["n2"].data)
     applied = c.kv["n2"].applied_index
     index = _snapshot_index(c["n2"])
@@ -200,7 +185,7 @@ def test_restart_from_snapshot_and_trailing_entries() -> None:
     assert c.kv["n2"].applied_index == applied
     assert c.kv["n2"].data == before
     # It keeps working: new writes reach it, and it can lead.
-    _write(c, "n1", 3, prefix="after")
+    c.write("n1", 3, prefix="after")
     c.tick_all(2 * ELECTION)
     assert c["n2"].leader == "n1"
     assert c.kv["n2"].data == c.kv["n1"].data
@@ -215,11 +200,11 @@ def test_lagging_follower_catches_up_by_chunked_snapshot(lossy: bool) -> None:
     in ``snapshot_chunk_bytes`` chunks, one at a time; a lost chunk or a lost answer is
     resent on the next heartbeat answer, so the transfer completes on a lossy network. Once
     installed the follower is caught up by AppendEntries and every state machine agrees."""
-    c = Cluster(3, config=SNAP)
+    c = Cluster(3, config=SMALL_SNAPSHOTS)
     c.elect("n1")
-    _write(c, "n1", 3, prefix="early")
+    c.write("n1", 3, prefix="early")
     c.crash("n3")
-    _write(c, "n1", 30)
+    c.write("n1", 30)
     assert c["n1"].log.snapshot_index > c.kv["n3"].applied_index
     c.restart("n3")
     start = len(c.sent)
@@ -241,7 +226,7 @@ def test_lagging_follower_catches_up_by_chunked_snapshot(lossy: bool) -> None:
     _rounds(c, 6 * ELECTION, drop)
     chunks = _of_type(c, InstallSnapshot, "n1", "n3", start)
     assert len({chunk.offset for chunk in chunks}) >= 3, "the snapshot fit in too few chunks"
-    assert all(len(chunk.data) <= SNAP.snapshot_chunk_bytes for chunk in chunks)
+    assert all(len(chunk.data) <= SMALL_SNAPSHOTS.snapshot_chunk_bytes for chunk in chunks)
     if lossy:
         assert len(dropped) == 6
         assert len(chunks) > len({chunk.offset for chunk in chunks})  # some were resent
@@ -262,17 +247,17 @@ def test_snapshot_sent_is_the_one_started_even_if_superseded() -> None:
     """Progress SNAPSHOT state: the leader finishes the snapshot it started sending even if it
     takes a newer one meanwhile (chunks of different snapshots never mix), then catches the
     follower up from there."""
-    c = Cluster(3, config=SNAP)
+    c = Cluster(3, config=SMALL_SNAPSHOTS)
     c.elect("n1")
     c.crash("n3")
-    _write(c, "n1", 20)
+    c.write("n1", 20)
     c.restart("n3")
     start = len(c.sent)
 
     def hold(src: str, dst: str, msg: RaftMessage) -> bool:
         return src == "n3" and isinstance(msg, InstallSnapshotReply)
 
-    _rounds(c, 2 * SNAP.heartbeat_ticks, hold)
+    _rounds(c, 2 * SMALL_SNAPSHOTS.heartbeat_ticks, hold)
     progress = c["n1"].progress("n3")
     assert progress is not None
     assert progress.state is ProgressState.SNAPSHOT
@@ -352,7 +337,7 @@ def test_install_rule_7_discards_conflicting_log_and_persists_what_follows() -> 
     core = RaftCore(
         "n2",
         ["n1", "n2", "n3"],
-        config=SNAP,
+        config=SMALL_SNAPSHOTS,
         rng=random.Random("rule7"),
         hard_state=storage.hard_state,
         entries=storage.entries,
@@ -536,12 +521,12 @@ def test_command_nested_too_deep_applies_as_failed_command() -> None:
     than the JSON decoder allows (it fits in ``max_entry_bytes``) applies as a failed command
     on every replica, and again when a restarted replica replays it after its snapshot,
     instead of crashing them all at the same index."""
-    c = Cluster(3, config=SNAP)
+    c = Cluster(3, config=SMALL_SNAPSHOTS)
     c.elect("n1")
-    _write(c, "n1", 12)
+    c.write("n1", 12)
     index = c.propose("n1", b"[" * 30_000)
     c.deliver_all()
-    _write(c, "n1", 2, prefix="after")
+    c.write("n1", 2, prefix="after")
     for node in c.ids:
         result = next(r for r in c.applied[node] if r.index == index)
         assert not result.ok

@@ -12,7 +12,6 @@ from prism.errors import (
     RaftError,
     TransferInProgress,
 )
-from prism.raft.config import RaftConfig
 from prism.raft.core import Role
 from prism.raft.messages import (
     AppendEntriesReply,
@@ -21,19 +20,7 @@ from prism.raft.messages import (
     RequestVoteReply,
     TimeoutNow,
 )
-from tests.raft.cluster import Cluster, put
-
-LAN = RaftConfig.lan()
-ELECTION = LAN.election_timeout_max_ticks
-SNAP = dataclasses.replace(
-    LAN, snapshot_threshold_entries=10, snapshot_trailing_entries=3, snapshot_chunk_bytes=64
-)
-
-
-def _write(c: Cluster, leader: str, count: int, prefix: str = "k") -> None:
-    for i in range(count):
-        c.propose(leader, put(f"{prefix}{i}", f"{prefix}-{i}"))
-        c.deliver_all()
+from tests.raft.cluster import ELECTION, LAN, SMALL_SNAPSHOTS, Cluster, put
 
 
 def _sent(c: Cluster, start: int = 0) -> list[tuple[str, str, RaftMessage]]:
@@ -61,7 +48,7 @@ def test_transfer_to_caught_up_follower() -> None:
     follows it. Nothing committed is lost."""
     c = Cluster(3)
     c.elect("n1")
-    _write(c, "n1", 3)
+    c.write("n1", 3)
     term = c["n1"].term
     start = len(c.sent)
     assert c["n1"].transfer_leadership("n2") == "n2"
@@ -80,7 +67,7 @@ def test_transfer_to_caught_up_follower() -> None:
     assert requests
     assert all(m.transfer and not m.pre_vote for m in requests)
     assert not c.noted("n1", "raft.transfer_aborted")
-    _write(c, "n2", 1, prefix="after")
+    c.write("n2", 1, prefix="after")
     for node in c.ids:
         assert c.kv[node].data == c.kv["n2"].data
         assert len(c.kv[node].data) == 4
@@ -92,7 +79,7 @@ def test_transfer_to_lagging_follower_catches_it_up_first() -> None:
     c = Cluster(3)
     c.elect("n1")
     c.cut("n1", "n3")
-    _write(c, "n1", 4)
+    c.write("n1", 4)
     c.heal()
     last = c["n1"].log.last_index
     assert c["n3"].log.last_index < last
@@ -129,7 +116,7 @@ def test_transfer_without_target_picks_most_caught_up_voter() -> None:
     c.elect("n1")
     for other in ("n2", "n3", "n5"):
         c.cut("n1", other)
-    _write(c, "n1", 2)  # only n4 gets these
+    c.write("n1", 2)  # only n4 gets these
     c.heal()
     assert c["n1"].transfer_leadership() == "n4"
     c.run_ready("n1")
@@ -142,20 +129,20 @@ def test_transfer_to_follower_caught_up_by_snapshot() -> None:
     a snapshot; when that snapshot reaches the leader's last entry (an idle leader snapshots
     at its last entry), the target is caught up and gets ``TimeoutNow`` at once, instead of
     the transfer timing out."""
-    c = Cluster(3, config=SNAP)
+    c = Cluster(3, config=SMALL_SNAPSHOTS)
     c.elect("n1")
     c.crash("n3")
     for i in range(40):
         snapshot = c["n1"].snapshot
         if snapshot is not None and snapshot.meta.index == c["n1"].log.last_index:
             break
-        _write(c, "n1", 1, prefix=f"fill{i}")
+        c.write("n1", 1, prefix=f"fill{i}")
     assert c["n1"].snapshot is not None
     assert c["n1"].snapshot.meta.index == c["n1"].log.last_index
     c.restart("n3")
     c["n1"].transfer_leadership("n3")
     c.run_ready("n1")
-    for _ in range(SNAP.election_timeout_min_ticks):
+    for _ in range(SMALL_SNAPSHOTS.election_timeout_min_ticks):
         if c.leader() == "n3":
             break
         c.tick_all()
