@@ -485,12 +485,10 @@ class RaftSim:
     def change_membership(self, action: str, server: str) -> str | None:
         """Ask the current leader to ``add`` (as a voter), ``add-learner`` or ``remove``
         ``server``. Returns None when the change started, else why it could not."""
-        leader = self.leader()
-        if leader is None:
+        node = self._leader_node()
+        if node is None or node.core is None:
             return "no leader"
-        node = self.nodes[leader]
-        core = node.core
-        assert core is not None
+        core, leader = node.core, node.id
         try:
             if action == "remove":
                 core.remove_server(server)
@@ -505,12 +503,10 @@ class RaftSim:
     def transfer_leadership(self, target: str | None) -> str | None:
         """Ask the leader to hand over to ``target`` (None: the most caught-up voter).
         Returns None when the transfer started, else why it could not."""
-        leader = self.leader()
-        if leader is None:
+        node = self._leader_node()
+        if node is None or node.core is None:
             return "no leader"
-        node = self.nodes[leader]
-        core = node.core
-        assert core is not None
+        core, leader = node.core, node.id
         try:
             chosen = core.transfer_leadership(target)
         except RaftError as exc:
@@ -518,6 +514,10 @@ class RaftSim:
         self.timeline.add(self.loop.now_ns, leader, f"starts leadership transfer to {chosen}")
         self._pump(node)
         return None
+
+    def _leader_node(self) -> SimNode | None:
+        leader = self.leader()
+        return self.nodes[leader] if leader is not None else None
 
     def members(self) -> tuple[str, ...]:
         """The membership the leader (or, leaderless, the most advanced node) has in force."""
