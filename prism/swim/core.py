@@ -1,0 +1,887 @@
+"""The SWIM membership core: a pure state machine (no I/O, no clock, no global random).
+
+Theory of operation. Inputs are ``tick()`` (one unit of logical time), ``step(src, msg)``
+(a message from member ``src``, as the wire envelope names it) and the commands ``join``,
+``leave`` and ``update_metadata``. Outputs accumulate until the caller takes them with
+``ready()``; see ``prism.swim.ready`` for the handling loop.
+
+Failure detection (SWIM §3-4, Lifeguard §IV). Once per protocol period this node probes the
+next member of a randomized round-robin order (``prism.swim.probe``): a ``Ping``; if no
+``Ack`` came within the probe timeout, a ``PingReq`` to ``indirect_checks`` random live
+members, each of which pings the target and forwards the ack or, when the target stays
+silent, sends a ``Nack``. At the end of the period a probe without any ack makes the
+target *suspect*. Nacks tell the prober about itself: missing nacks raise the local
+health score (``prism.swim.health``), which stretches probe interval and timeout. A
+probe of a member already suspect carries the suspicion itself, first in the datagram
+(the "buddy system"), so the member learns it directly and can refute.
+
+Suspicion (``prism.swim.suspicion``). A suspect gets a timer that starts long and shrinks
+with each independent confirmation (a suspect update with a new origin, re-gossiped so
+that confirmations flow); when it expires the member is declared dead. A member that hears
+it is suspected (or dead, or claimed by another incarnation) refutes: it raises its
+incarnation past the accusation and gossips ``alive``. Which news wins over which is
+decided in one place, ``prism.swim.members.supersedes``.
+
+Dissemination (``prism.swim.broadcast``). Every change this node accepts is queued and
+piggybacked on every datagram it sends (pings, acks, ping-reqs, nacks, and a dedicated
+``Gossip`` round), least-sent and newest first, packed to the datagram budget.
+
+Anti-entropy and join. Periodically, and when joining, a node sends its whole member list
+(``PushPull``, over a stream) to one member, which merges it and answers with its own. A
+remote ``dead`` is merged as ``suspect`` (memberlist's rule: let the member refute rather
+than trust a possibly stale verdict), so two healed halves of a partition re-merge through
+refutation; a periodic push-pull to a random *dead* member is what lets them meet again.
+``join(seeds)`` retries with exponential back-off and jitter until a seed answers. A joining
+node whose name a live member holds at another address is refused (``JoinRefused``) and
+sees a ``name_conflict`` event; a restarted node at the same address is taken back.
+
+Leave and reaping. ``leave()`` announces ``left`` (distinct from ``dead``), after which the
+node stops probing and keeps gossiping so the news spreads until the driver stops it. Dead
+and left members are forgotten after ``dead_reap_ticks`` / ``left_reap_ticks``; a reaped or
+restarted member rejoins like a new one (its incarnation is raised past any tombstone).
+
+Bad input is never an exception: messages about unknown members, stale incarnations,
+misdirected pings, unexpected acks, oversize metadata, messages from ourselves: each is a
+counted drop (``statistics().drops``), or, for news about ourselves, a refutation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import final
+
+from prism.swim.broadcast import BroadcastQueue, retransmit_limit
+from prism.swim.config import SwimConfig
+from prism.swim.health import Awareness
+from prism.swim.members import Member, MemberState, MemberTable, state_of, supersedes
+from prism.swim.messages import (
+    Ack,
+    Gossip,
+    JoinRefused,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    PushPullReply,
+    SwimMessage,
+    Update,
+    UpdateKind,
+    estimate_size,
+    is_address,
+)
+from prism.swim.probe import ProbeOrder
+from prism.swim.ready import EventKind, MemberEvent, Note, Outbound, Ready
+from prism.swim.suspicion import Suspicion, suspicion_bounds
+
+
+@dataclass(slots=True)
+class _Probe:
+    """The probe of the current protocol period.
+
+    Invariant: ``relays`` and ``nackers`` are dicts used as ordered sets.
+    """
+
+    seq: int
+    target: str
+    start_tick: int
+    timeout_tick: int  # direct ping unanswered by then: go indirect
+    end_tick: int  # the period ends: judge the probe
+    acked: bool = False
+    indirect_sent: bool = False
+    relays: dict[str, None] = field(default_factory=dict)
+    nackers: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Relay:
+    """An indirect probe this node runs for ``prober``."""
+
+    prober: str
+    reply_to: str
+    prober_seq: int
+    target: str
+    nack_tick: int
+
+
+@dataclass(slots=True)
+class _Join:
+    seeds: list[str]
+    attempts: int
+    next_try_tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class SwimStatistics:
+    """Counters of one core (trio's ``statistics()`` convention)."""
+
+    tick: int
+    incarnation: int
+    health_score: int
+    alive: int
+    suspect: int
+    dead: int
+    left: int
+    queued_updates: int
+    pending_relays: int
+    drops: tuple[tuple[str, int], ...]  # (reason, count), sorted by reason
+
+
+@final
+class SwimCore:
+    """One member's SWIM protocol state. See the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        bind_address: str,
+        advertise_address: str = "",
+        meta: bytes = b"",
+        config: SwimConfig,
+        rng: random.Random,
+        incarnation: int = 0,
+    ) -> None:
+        """``advertise_address`` is what other members use to reach this node (behind NAT or
+        in a container it differs from ``bind_address``, which only the driver uses); it
+        defaults to ``bind_address``. A node restarted with a known ``incarnation`` may pass
+        it; otherwise it learns it from the cluster and refutes past it."""
+        config.validate()
+        advertise = advertise_address or bind_address
+        # Build our own update once: it validates name, address and metadata for us.
+        Update(kind=UpdateKind.ALIVE, node=name, incarnation=incarnation, address=advertise)
+        if not is_address(bind_address):
+            raise ValueError("bind_address must be 'host:port'")
+        if len(meta) > config.max_metadata_bytes:
+            raise ValueError(f"metadata is larger than {config.max_metadata_bytes} bytes")
+        self.name = name
+        self.bind_address = bind_address
+        self.advertise_address = advertise
+        self.config = config
+        self._rng = rng
+        self._now = 0
+        self._members = MemberTable()
+        self._me = Member(
+            name=name,
+            address=advertise,
+            incarnation=incarnation,
+            meta=meta,
+            state=MemberState.ALIVE,
+            state_tick=0,
+        )
+        self._members.add(self._me)
+        self._order = ProbeOrder(rng)
+        self._health = Awareness(config.awareness_max_multiplier)
+        self._broadcasts = BroadcastQueue()
+        self._suspicions: dict[str, Suspicion] = {}
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._seq = 0
+        self._join: _Join | None = None
+        self._left = False
+        # Stagger the periodic work with the seeded RNG so that nodes started together do
+        # not probe and push-pull in lockstep.
+        self._next_probe_tick = 1 + rng.randrange(config.probe_interval_ticks)
+        self._next_gossip_tick = 1 + rng.randrange(max(1, config.gossip_interval_ticks))
+        self._next_push_pull_tick = 1 + rng.randrange(max(1, config.push_pull_interval_ticks))
+        self._next_reconnect_tick = 1 + rng.randrange(max(1, config.reconnect_interval_ticks))
+        self._packets: list[Outbound] = []
+        self._streams: list[Outbound] = []
+        self._events: list[MemberEvent] = []
+        self._notes: list[Note] = []
+        self._drops: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def incarnation(self) -> int:
+        return self._me.incarnation
+
+    @property
+    def meta(self) -> bytes:
+        return self._me.meta
+
+    @property
+    def now(self) -> int:
+        return self._now
+
+    @property
+    def health_score(self) -> int:
+        return self._health.score
+
+    @property
+    def is_joining(self) -> bool:
+        return self._join is not None
+
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    def member(self, name: str) -> Member | None:
+        """A copy of what this node holds about ``name`` (None if unknown)."""
+        m = self._members.get(name)
+        if m is None:
+            return None
+        return Member(m.name, m.address, m.incarnation, m.meta, m.state, m.state_tick)
+
+    def members(self) -> list[Member]:
+        """Copies of every member this node knows, itself included, in table order."""
+        return [
+            Member(m.name, m.address, m.incarnation, m.meta, m.state, m.state_tick)
+            for m in self._members.all()
+        ]
+
+    def pending_updates(self) -> list[Update]:
+        """Queued broadcasts, in sending order."""
+        return self._broadcasts.pending()
+
+    def statistics(self) -> SwimStatistics:
+        table = self._members
+        return SwimStatistics(
+            tick=self._now,
+            incarnation=self._me.incarnation,
+            health_score=self._health.score,
+            alive=table.count(MemberState.ALIVE),
+            suspect=table.count(MemberState.SUSPECT),
+            dead=table.count(MemberState.DEAD),
+            left=table.count(MemberState.LEFT),
+            queued_updates=len(self._broadcasts),
+            pending_relays=len(self._relays),
+            drops=tuple(sorted(self._drops.items())),
+        )
+
+    # ------------------------------------------------------------------ output
+
+    def has_ready(self) -> bool:
+        return bool(self._packets or self._streams or self._events or self._notes)
+
+    def ready(self) -> Ready:
+        """Take everything the core wants done since the last call."""
+        ready = Ready(
+            packets=tuple(self._packets),
+            streams=tuple(self._streams),
+            events=tuple(self._events),
+            notes=tuple(self._notes),
+        )
+        self._packets.clear()
+        self._streams.clear()
+        self._events.clear()
+        self._notes.clear()
+        return ready
+
+    # ------------------------------------------------------------------ commands
+
+    def join(self, seeds: Sequence[str]) -> None:
+        """Join the cluster through any of ``seeds`` (advertise addresses), retrying with
+        back-off until one answers. With no seed other than ourselves we are the first
+        member, and the cluster is us."""
+        if self._left:
+            raise RuntimeError("a core that left cannot join again; start a new one")
+        for seed in seeds:
+            if not is_address(seed):
+                raise ValueError(f"seed {seed!r} is not 'host:port'")
+        others = list(dict.fromkeys(s for s in seeds if s != self.advertise_address))
+        if not others:
+            self._join = None
+            self._note("swim.joined", seeds=0)
+            return
+        self._join = _Join(seeds=others, attempts=0, next_try_tick=self._now)
+        self._try_join()
+
+    def leave(self) -> None:
+        """Announce a graceful leave. The node stops probing; the driver keeps it running a
+        little longer (a few gossip rounds) so that the news spreads, then stops it."""
+        if self._left:
+            return
+        self._left = True
+        self._join = None
+        self._probe = None
+        me = self._me
+        me.state = MemberState.LEFT
+        me.state_tick = self._now
+        self._broadcasts.queue(me.as_update(self.name))
+        self._note("swim.left", incarnation=me.incarnation)
+        self._gossip_round()  # at once, not at the next gossip tick
+
+    def update_metadata(self, meta: bytes) -> None:
+        """Publish new metadata. It spreads with a raised incarnation, so every member
+        replaces the old copy. Raises ValueError above ``max_metadata_bytes``."""
+        if type(meta) is not bytes:
+            raise TypeError("meta must be bytes")
+        if len(meta) > self.config.max_metadata_bytes:
+            raise ValueError(
+                f"metadata of {len(meta)} bytes exceeds {self.config.max_metadata_bytes}"
+            )
+        if self._left:
+            raise RuntimeError("a core that left cannot publish metadata")
+        self._me.meta = meta
+        self._me.incarnation += 1
+        self._broadcasts.queue(self._me.as_update(self.name))
+        self._note("swim.metadata_updated", incarnation=self._me.incarnation)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self._now += 1
+        self._tick_join()
+        self._tick_relays()
+        self._tick_suspicions()
+        self._tick_probe()
+        self._tick_gossip()
+        self._tick_push_pull()
+        self._reap()
+
+    def _tick_join(self) -> None:
+        join = self._join
+        if join is None or self._now < join.next_try_tick:
+            return
+        limit = self.config.join_max_attempts
+        if limit and join.attempts >= limit:
+            self._join = None
+            self._events.append(
+                MemberEvent(
+                    kind=EventKind.JOIN_FAILED,
+                    name=self.name,
+                    address=self.advertise_address,
+                    incarnation=self._me.incarnation,
+                    reason=f"no seed answered {join.attempts} join attempts",
+                )
+            )
+            self._note("swim.join_failed", attempts=join.attempts)
+            return
+        self._try_join()
+
+    def _try_join(self) -> None:
+        join = self._join
+        assert join is not None
+        join.attempts += 1
+        message = PushPull(join=True, members=self._state())
+        for seed in join.seeds:
+            self._streams.append(Outbound(to=seed, message=message))
+        cfg = self.config
+        wait = min(cfg.join_retry_max_ticks, cfg.join_retry_min_ticks << (join.attempts - 1))
+        # Jitter of up to half the wait, so nodes started together do not retry together.
+        wait += self._rng.randrange(wait // 2 + 1)
+        join.next_try_tick = self._now + wait
+        self._note("swim.join_attempt", attempt=join.attempts, seeds=len(join.seeds))
+
+    def _tick_relays(self) -> None:
+        for seq, relay in list(self._relays.items()):
+            if self._now >= relay.nack_tick:
+                del self._relays[seq]
+                nack = Nack(seq=relay.prober_seq, target=relay.target)
+                self._send(relay.reply_to, nack)
+
+    def _tick_suspicions(self) -> None:
+        for name, suspicion in list(self._suspicions.items()):
+            if self._now < suspicion.deadline():
+                continue
+            del self._suspicions[name]
+            member = self._members.get(name)
+            if member is None or member.state is not MemberState.SUSPECT:
+                continue
+            if suspicion.confirmations < suspicion.k:
+                self._note(
+                    "swim.suspicion_degraded", node=name, confirmations=suspicion.confirmations
+                )
+            self._apply_failure(
+                Update(
+                    kind=UpdateKind.DEAD,
+                    node=name,
+                    incarnation=member.incarnation,
+                    origin=self.name,
+                )
+            )
+
+    def _tick_probe(self) -> None:
+        probe = self._probe
+        if probe is not None:
+            if not probe.acked and not probe.indirect_sent and self._now >= probe.timeout_tick:
+                self._send_indirect(probe)
+            if self._now < probe.end_tick:
+                return
+            self._probe = None
+            self._finish_probe(probe)
+        if self._left or self._now < self._next_probe_tick:
+            return
+        interval = self._health.scale(self.config.probe_interval_ticks)
+        self._next_probe_tick = self._now + interval
+        target = self._order.next(self._is_probeable)
+        if target is None:
+            return
+        member = self._members.get(target)
+        assert member is not None
+        self._seq += 1
+        self._probe = _Probe(
+            seq=self._seq,
+            target=target,
+            start_tick=self._now,
+            timeout_tick=self._now + self._health.scale(self.config.probe_timeout_ticks),
+            end_tick=self._now + interval,
+        )
+        buddy: tuple[Update, ...] = ()
+        if member.state is MemberState.SUSPECT:
+            # Lifeguard's buddy system: tell the suspect first, so it can refute at once.
+            buddy = (member.as_update(self.name),)
+        ping = Ping(seq=self._seq, target=target, reply_to=self.advertise_address)
+        self._send(member.address, ping, first=buddy)
+
+    def _is_probeable(self, name: str) -> bool:
+        member = self._members.get(name)
+        return member is not None and name != self.name and member.is_live
+
+    def _send_indirect(self, probe: _Probe) -> None:
+        probe.indirect_sent = True
+        target = self._members.get(probe.target)
+        if target is None:
+            return
+        helpers = [
+            m.name
+            for m in self._members.all()
+            if m.state is MemberState.ALIVE and m.name not in (self.name, probe.target)
+        ]
+        chosen = self._rng.sample(helpers, min(self.config.indirect_checks, len(helpers)))
+        for name in chosen:
+            helper = self._members.get(name)
+            assert helper is not None
+            probe.relays[name] = None
+            request = PingReq(
+                seq=probe.seq,
+                target=probe.target,
+                target_address=target.address,
+                reply_to=self.advertise_address,
+            )
+            self._send(helper.address, request)
+
+    def _finish_probe(self, probe: _Probe) -> None:
+        if probe.acked:
+            self._health.apply(-1)
+            return
+        expected = len(probe.relays)
+        # Lifeguard: missing nacks mean our own links (or our own slowness) may be at
+        # fault; if every relay nacked, the target is the one in trouble.
+        self._health.apply(expected - len(probe.nackers) if expected else 1)
+        member = self._members.get(probe.target)
+        if member is None or not member.is_live:
+            return
+        self._note("swim.probe_failed", node=probe.target, nacks=len(probe.nackers))
+        self._apply_suspect(
+            Update(
+                kind=UpdateKind.SUSPECT,
+                node=member.name,
+                incarnation=member.incarnation,
+                origin=self.name,
+            )
+        )
+
+    def _tick_gossip(self) -> None:
+        interval = self.config.gossip_interval_ticks
+        if interval == 0 or self._now < self._next_gossip_tick:
+            return
+        self._next_gossip_tick = self._now + interval
+        self._gossip_round()
+
+    def _gossip_round(self) -> None:
+        if not len(self._broadcasts):
+            return
+        grace = self.config.gossip_to_the_dead_ticks
+        candidates = [
+            m
+            for m in self._members.all()
+            if m.name != self.name
+            and (m.is_live or (m.state is MemberState.DEAD and self._now - m.state_tick < grace))
+        ]
+        count = min(self.config.gossip_nodes, len(candidates))
+        for member in self._rng.sample(candidates, count):
+            updates = self._take_updates(estimate_size(Gossip(updates=())))
+            if not updates:
+                return
+            self._packets.append(Outbound(to=member.address, message=Gossip(updates=updates)))
+
+    def _tick_push_pull(self) -> None:
+        if self._left or self._join is not None:
+            return
+        cfg = self.config
+        if cfg.push_pull_interval_ticks and self._now >= self._next_push_pull_tick:
+            self._next_push_pull_tick = self._now + self._push_pull_interval()
+            live = [m for m in self._members.all() if m.name != self.name and m.is_live]
+            if live:
+                self._push_pull(self._rng.choice(live))
+        if cfg.reconnect_interval_ticks and self._now >= self._next_reconnect_tick:
+            self._next_reconnect_tick = self._now + cfg.reconnect_interval_ticks
+            dead = [m for m in self._members.all() if m.state is MemberState.DEAD]
+            if dead:
+                member = self._rng.choice(dead)
+                self._note("swim.reconnect", node=member.name)
+                self._push_pull(member)
+
+    def _push_pull_interval(self) -> int:
+        """memberlist's ``pushPullScale``: unchanged up to 32 members, then stretched by
+        ``ceil(log2 n - log2 32) + 1`` so the cluster's total stream load grows slowly."""
+        n = self._members.live_count()
+        base = self.config.push_pull_interval_ticks
+        if n <= 32:
+            return base
+        return base * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+    def _push_pull(self, member: Member) -> None:
+        message = PushPull(join=False, members=self._state())
+        self._streams.append(Outbound(to=member.address, message=message))
+
+    def _reap(self) -> None:
+        cfg = self.config
+        for member in self._members.all():
+            if member.name == self.name:
+                continue
+            if member.state is MemberState.DEAD:
+                after = cfg.dead_reap_ticks
+            elif member.state is MemberState.LEFT:
+                after = cfg.left_reap_ticks
+            else:
+                continue
+            if self._now - member.state_tick >= after:
+                self._members.remove(member.name)
+                self._order.remove(member.name)
+                self._suspicions.pop(member.name, None)
+                self._event(EventKind.REAPED, member)
+
+    # ------------------------------------------------------------------ messages
+
+    def step(self, src: str, msg: SwimMessage) -> None:
+        """Handle ``msg`` from the member named ``src``. Never raises for bad input."""
+        if type(src) is not str or not src:
+            self._drop("bad_sender")
+            return
+        if src == self.name:
+            self._drop("from_self")
+            return
+        if isinstance(msg, Ping | Ack | PingReq | Nack | Gossip):
+            for update in msg.updates:
+                self._apply(update)
+        if isinstance(msg, Ping):
+            self._on_ping(msg)
+        elif isinstance(msg, Ack):
+            self._on_ack(msg)
+        elif isinstance(msg, PingReq):
+            self._on_ping_req(src, msg)
+        elif isinstance(msg, Nack):
+            self._on_nack(src, msg)
+        elif isinstance(msg, Gossip):
+            pass  # its updates are all it carries
+        elif isinstance(msg, PushPull):
+            self._on_push_pull(src, msg)
+        elif isinstance(msg, PushPullReply):
+            self._on_push_pull_reply(src, msg)
+        elif isinstance(msg, JoinRefused):
+            self._on_join_refused(msg)
+        else:  # a caller that ignores the types: still a drop, not a crash
+            self._drop("unknown_message")  # type: ignore[unreachable]
+
+    def _on_ping(self, msg: Ping) -> None:
+        if msg.target != self.name:
+            # The address was reused by another member, or the sender's table is stale.
+            self._drop("ping_for_other_node")
+            return
+        self._send(msg.reply_to, Ack(seq=msg.seq, target=self.name))
+
+    def _on_ack(self, msg: Ack) -> None:
+        probe = self._probe
+        if probe is not None and msg.seq == probe.seq and msg.target == probe.target:
+            probe.acked = True
+            return
+        relay = self._relays.get(msg.seq)
+        if relay is not None and msg.target == relay.target:
+            del self._relays[msg.seq]
+            self._send(relay.reply_to, Ack(seq=relay.prober_seq, target=relay.target))
+            return
+        self._drop("unexpected_ack")  # late (the period ended) or never asked for
+
+    def _on_ping_req(self, src: str, msg: PingReq) -> None:
+        if msg.target == self.name:
+            # Asked to probe ourselves: just answer the prober directly.
+            self._send(msg.reply_to, Ack(seq=msg.seq, target=self.name))
+            return
+        if len(self._relays) >= self.config.max_pending_relays:
+            self._drop("relay_overload")
+            return
+        self._seq += 1
+        self._relays[self._seq] = _Relay(
+            prober=src,
+            reply_to=msg.reply_to,
+            prober_seq=msg.seq,
+            target=msg.target,
+            nack_tick=self._now + self.config.nack_timeout_ticks,
+        )
+        ping = Ping(seq=self._seq, target=msg.target, reply_to=self.advertise_address)
+        self._send(msg.target_address, ping)
+
+    def _on_nack(self, src: str, msg: Nack) -> None:
+        probe = self._probe
+        if (
+            probe is None
+            or msg.seq != probe.seq
+            or msg.target != probe.target
+            or src not in probe.relays
+            or src in probe.nackers
+        ):
+            self._drop("unexpected_nack")
+            return
+        probe.nackers[src] = None
+
+    def _on_push_pull(self, src: str, msg: PushPull) -> None:
+        entry = next((u for u in msg.members if u.node == src), None)
+        if entry is None or entry.kind is not UpdateKind.ALIVE:
+            # Where would the answer go? A sender always lists itself, alive.
+            self._drop("push_pull_without_sender")
+            return
+        reply_to = entry.address
+        if msg.join:
+            known = self._members.get(src)
+            if known is not None and known.is_live and known.address != entry.address:
+                reason = (
+                    f"the name {src!r} is held by a live member at {known.address}; "
+                    "choose another name or stop the other node"
+                )
+                refusal = JoinRefused(name=src, address=known.address, reason=reason)
+                self._streams.append(Outbound(to=reply_to, message=refusal))
+                self._note("swim.join_refused", node=src, address=entry.address)
+                return
+        self._merge(src, msg.members)
+        # Merge first, answer second: the answer then carries any refutation of ours.
+        self._streams.append(Outbound(to=reply_to, message=PushPullReply(members=self._state())))
+
+    def _on_push_pull_reply(self, src: str, msg: PushPullReply) -> None:
+        self._merge(src, msg.members)
+        if self._join is not None:
+            self._join = None
+            self._note("swim.joined", via=src, members=len(self._members))
+
+    def _on_join_refused(self, msg: JoinRefused) -> None:
+        if self._join is None or msg.name != self.name:
+            self._drop("unexpected_join_refused")
+            return
+        self._join = None
+        self._events.append(
+            MemberEvent(
+                kind=EventKind.NAME_CONFLICT,
+                name=self.name,
+                address=msg.address,
+                incarnation=self._me.incarnation,
+                reason=msg.reason,
+            )
+        )
+        self._note("swim.name_conflict", holder=msg.address)
+
+    def _merge(self, src: str, members: tuple[Update, ...]) -> None:
+        for update in members:
+            if update.kind is UpdateKind.DEAD or update.kind is UpdateKind.SUSPECT:
+                # A remote verdict of death may be stale (memberlist's rule): suspect
+                # instead, and let the member refute if it is alive. The suspicion is the
+                # sender's own (it holds it now), so it counts as a confirmation from it.
+                update = Update(
+                    kind=UpdateKind.SUSPECT,
+                    node=update.node,
+                    incarnation=update.incarnation,
+                    origin=src,
+                )
+            self._apply(update)
+
+    # ------------------------------------------------------------------ news
+
+    def _apply(self, update: Update) -> None:
+        if update.kind is UpdateKind.ALIVE:
+            self._apply_alive(update)
+        elif update.kind is UpdateKind.SUSPECT:
+            self._apply_suspect(update)
+        else:
+            self._apply_failure(update)
+
+    def _about_me(self, update: Update) -> None:
+        """News about this node from others: refute whatever it is not telling the truth."""
+        me = self._me
+        if self._left:
+            return  # we are leaving: let "left" stand
+        if update.incarnation < me.incarnation:
+            return  # old news, already refuted
+        if (
+            update.kind is UpdateKind.ALIVE
+            and update.incarnation == me.incarnation
+            and update.address == me.address
+            and update.meta == me.meta
+        ):
+            return  # our own alive, echoed back
+        self._refute(update)
+
+    def _refute(self, update: Update) -> None:
+        me = self._me
+        me.incarnation = max(me.incarnation, update.incarnation) + 1
+        self._health.apply(1)  # Lifeguard: being suspected is a sign we may be slow
+        self._broadcasts.queue(me.as_update(self.name))
+        self._note(
+            "swim.refuted",
+            claim=update.kind.name.lower(),
+            incarnation=me.incarnation,
+        )
+
+    def _apply_alive(self, update: Update) -> None:
+        if update.node == self.name:
+            self._about_me(update)
+            return
+        if len(update.meta) > self.config.max_metadata_bytes:
+            self._drop("oversize_meta")
+            return
+        member = self._members.get(update.node)
+        if not supersedes(member, update):
+            self._drop(_stale_reason(member, update))
+            return
+        if member is None:
+            member = Member(
+                name=update.node,
+                address=update.address,
+                incarnation=update.incarnation,
+                meta=update.meta,
+                state=MemberState.ALIVE,
+                state_tick=self._now,
+            )
+            self._members.add(member)
+            self._order.add(member.name)
+            self._broadcasts.queue(update)
+            self._event(EventKind.JOINED, member)
+            return
+        if member.is_live and member.address != update.address:
+            # Two live members claim one name: keep the one we know; the other was refused
+            # at join, or is a stale entry that will die and then be replaced.
+            self._drop("address_conflict")
+            self._note("swim.address_conflict", node=member.name, address=update.address)
+            return
+        previous = member.state
+        changed = member.meta != update.meta or member.address != update.address
+        member.incarnation = update.incarnation
+        member.address = update.address
+        member.meta = update.meta
+        if previous is not MemberState.ALIVE:
+            member.state = MemberState.ALIVE
+            member.state_tick = self._now
+        self._suspicions.pop(member.name, None)
+        self._broadcasts.queue(update)
+        if previous is MemberState.LEFT:
+            self._event(EventKind.JOINED, member)
+        elif previous is not MemberState.ALIVE:
+            self._event(EventKind.ALIVE_AGAIN, member)
+        elif changed:
+            self._event(EventKind.UPDATED, member)
+
+    def _apply_suspect(self, update: Update) -> None:
+        if update.node == self.name:
+            self._about_me(update)
+            return
+        member = self._members.get(update.node)
+        if member is None:
+            self._drop("unknown_member")
+            return
+        if member.state is MemberState.SUSPECT and update.incarnation == member.incarnation:
+            suspicion = self._suspicions.get(member.name)
+            if suspicion is not None and suspicion.confirm(update.origin):
+                # A new, independent confirmation: shrink the timer and pass it on, so
+                # that the others' timers shrink too (Lifeguard).
+                self._broadcasts.queue(update)
+                self._note("swim.suspicion_confirmed", node=member.name, by=update.origin)
+            return
+        if not supersedes(member, update):
+            self._drop(_stale_reason(member, update))
+            return
+        previous = member.state
+        member.incarnation = update.incarnation
+        member.state = MemberState.SUSPECT
+        if previous is not MemberState.SUSPECT:
+            member.state_tick = self._now
+        low, high, k = suspicion_bounds(
+            members=self._members.live_count(),
+            suspicion_mult=self.config.suspicion_mult,
+            max_timeout_mult=self.config.suspicion_max_timeout_mult,
+            probe_interval_ticks=self.config.probe_interval_ticks,
+        )
+        suspicion = Suspicion(start_tick=self._now, min_ticks=low, max_ticks=high, k=k)
+        suspicion.confirm(update.origin)
+        self._suspicions[member.name] = suspicion
+        self._broadcasts.queue(update)
+        if previous is not MemberState.SUSPECT:
+            self._event(EventKind.SUSPECT, member)
+
+    def _apply_failure(self, update: Update) -> None:
+        """A ``dead`` or ``left`` update."""
+        if update.node == self.name:
+            self._about_me(update)
+            return
+        member = self._members.get(update.node)
+        if member is None:
+            self._drop("unknown_member")
+            return
+        if not supersedes(member, update):
+            self._drop(_stale_reason(member, update))
+            return
+        member.incarnation = update.incarnation
+        member.state = MemberState.LEFT if update.kind is UpdateKind.LEFT else MemberState.DEAD
+        member.state_tick = self._now
+        self._suspicions.pop(member.name, None)
+        self._broadcasts.queue(update)
+        self._event(EventKind.LEFT if member.state is MemberState.LEFT else EventKind.DEAD, member)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _state(self) -> tuple[Update, ...]:
+        """The whole member table as updates, for push-pull."""
+        return tuple(m.as_update(self.name) for m in self._members.all())
+
+    def _send(
+        self, to: str, message: Ping | Ack | PingReq | Nack, *, first: tuple[Update, ...] = ()
+    ) -> None:
+        """Send a datagram message with as many queued updates as fit its budget."""
+        base = estimate_size(message) + sum(estimate_size(u) for u in first)
+        skip = first[0].node if first else ""
+        updates = first + self._take_updates(base, skip=skip)
+        if updates:
+            message = dataclasses.replace(message, updates=updates)
+        self._packets.append(Outbound(to=to, message=message))
+
+    def _take_updates(self, base_bytes: int, *, skip: str = "") -> tuple[Update, ...]:
+        """Queued updates for a datagram whose other content is ``base_bytes`` big."""
+        cfg = self.config
+        budget = cfg.max_datagram_bytes - cfg.envelope_overhead_bytes - base_bytes
+        limit = retransmit_limit(cfg.retransmit_mult, max(1, self._members.live_count()))
+        return tuple(self._broadcasts.get(budget, limit=limit, size=estimate_size, skip=skip))
+
+    def _event(self, kind: EventKind, member: Member) -> None:
+        self._events.append(
+            MemberEvent(
+                kind=kind,
+                name=member.name,
+                address=member.address,
+                incarnation=member.incarnation,
+                meta=member.meta,
+            )
+        )
+        self._note(f"swim.member_{kind.value}", node=member.name, incarnation=member.incarnation)
+
+    def _note(self, event: str, **fields: str | int) -> None:
+        self._notes.append(Note(event, dict(fields)))
+
+    def _drop(self, reason: str) -> None:
+        self._drops[reason] += 1
+
+
+def _stale_reason(member: Member | None, update: Update) -> str:
+    """Why an update that does not supersede ours is dropped: a plain duplicate (the normal
+    fate of epidemic gossip) or genuinely old news."""
+    if (
+        member is not None
+        and update.incarnation == member.incarnation
+        and state_of(update.kind) is member.state
+    ):
+        return "duplicate_update"
+    return "stale_update"

@@ -1,0 +1,77 @@
+"""Lifeguard's suspicion timer (LHA-suspicion): long at first, shorter with each
+independent confirmation.
+
+Theory of operation. When a member is first suspected, its timer is set to ``max_ticks``.
+Every *distinct* member that independently suspects it too (a ``suspect`` update with a new
+``origin``) is a confirmation, and the timeout becomes (Lifeguard §IV, memberlist
+``suspicion.go``)::
+
+    timeout(c) = max(min_ticks, max_ticks - (max_ticks - min_ticks) * log(c + 1) / log(k + 1))
+
+counted from the moment the suspicion started, where ``k`` is the number of confirmations
+expected. With ``k`` confirmations the timeout reaches ``min_ticks``; with none a member
+that is merely slow to answer one prober has the whole ``max_ticks`` to refute.
+
+The bounds scale with the cluster, ``min = mult * max(1, log10 n) * probe interval`` and
+``max = max_mult * min``: in a larger cluster news needs more rounds to reach the suspect.
+``k = mult - 2``, or 0 when fewer than ``k + 2`` members exist (nobody could confirm).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+def suspicion_bounds(
+    *, members: int, suspicion_mult: int, max_timeout_mult: int, probe_interval_ticks: int
+) -> tuple[int, int, int]:
+    """``(min_ticks, max_ticks, k)`` for a cluster of ``members`` (this node included)."""
+    scale = max(1.0, math.log10(max(1, members)))
+    min_ticks = max(1, math.floor(suspicion_mult * scale * probe_interval_ticks))
+    max_ticks = max_timeout_mult * min_ticks
+    k = suspicion_mult - 2
+    if members - 2 < k:
+        k = 0
+    return min_ticks, max_ticks, max(0, k)
+
+
+def remaining_suspicion_ticks(confirmations: int, *, k: int, min_ticks: int, max_ticks: int) -> int:
+    """The timeout, in ticks from the start of the suspicion, after ``confirmations``."""
+    if k < 1:
+        return min_ticks
+    fraction = math.log(confirmations + 1) / math.log(k + 1)
+    timeout = math.floor(max_ticks - (max_ticks - min_ticks) * fraction)
+    return max(min_ticks, timeout)
+
+
+@dataclass(slots=True)
+class Suspicion:
+    """One running suspicion. ``confirmers`` holds the origins seen, the first included
+    (the first does not count as a confirmation: it is the accusation itself).
+
+    Invariant: ``confirmers`` is a dict used as an ordered set (never a ``set`` of str).
+    """
+
+    start_tick: int
+    min_ticks: int
+    max_ticks: int
+    k: int
+    confirmers: dict[str, None] = field(default_factory=dict)
+
+    @property
+    def confirmations(self) -> int:
+        return max(0, len(self.confirmers) - 1)
+
+    def confirm(self, origin: str) -> bool:
+        """Record ``origin``'s suspicion; True if it is a new, independent one."""
+        if origin in self.confirmers:
+            return False
+        self.confirmers[origin] = None
+        return len(self.confirmers) > 1
+
+    def deadline(self) -> int:
+        """The tick at which the suspected member is declared dead."""
+        return self.start_tick + remaining_suspicion_ticks(
+            self.confirmations, k=self.k, min_ticks=self.min_ticks, max_ticks=self.max_ticks
+        )

@@ -1,0 +1,425 @@
+"""Protocol tests: whole clusters of ``SwimCore`` driven through ``SwimCluster``."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+
+import pytest
+
+from prism.swim.config import SwimConfig
+from prism.swim.core import SwimCore
+from prism.swim.members import MemberState
+from prism.swim.messages import (
+    Ack,
+    Gossip,
+    JoinRefused,
+    Ping,
+    PingReq,
+    PushPull,
+    Update,
+    UpdateKind,
+)
+from prism.swim.ready import EventKind
+
+from .cluster import LAN, SwimCluster, address_of
+
+PERIOD = LAN.probe_interval_ticks
+
+
+def joined(size: int = 5, *, seed: int = 0, config: SwimConfig | None = None) -> SwimCluster:
+    cluster = SwimCluster(size, seed=seed, config=config)
+    cluster.join_all()
+    cluster.run_until(cluster.all_alive, limit=50)
+    return cluster
+
+
+def kinds_about(cluster: SwimCluster, subject: str) -> set[EventKind]:
+    return {e.kind for name in cluster.names for e in cluster.events[name] if e.name == subject}
+
+
+def test_join_via_one_seed_makes_everyone_alive_everywhere() -> None:
+    """Join is a push-pull with a seed; gossip spreads the newcomers to the rest."""
+    cluster = SwimCluster(8)
+    cluster.join_all("n1")
+    ticks = cluster.run_until(cluster.all_alive, limit=100)
+    assert ticks < 3 * PERIOD
+    cluster.tick(20 * PERIOD)
+    assert cluster.all_alive()
+    for name in cluster.names:
+        assert cluster[name].health_score == 0
+        assert not cluster[name].is_joining
+        joins = [e for e in cluster.events[name] if e.kind is EventKind.JOINED]
+        assert sorted(e.name for e in joins) == sorted(n for n in cluster.names if n != name)
+
+
+def test_first_node_with_only_itself_as_seed_is_joined_at_once() -> None:
+    cluster = SwimCluster(1)
+    cluster.join("n1", ["n1"])
+    assert not cluster["n1"].is_joining
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crashed_member_becomes_suspect_then_dead_everywhere(seed: int) -> None:
+    """SWIM §4.3: each prober reaches the crashed member within 2n - 1 periods; Lifeguard:
+    it is dead at most the maximum suspicion timeout after the first suspicion."""
+    n = 6
+    cluster = joined(n, seed=seed)
+    cluster.crash("n3")
+    first = cluster.run_until(
+        lambda: any(cluster.state(o, "n3") is MemberState.SUSPECT for o in cluster.live()),
+        limit=(2 * n - 1) * PERIOD + PERIOD,
+    )
+    low, high = 40, 240  # suspicion min / max at n <= 10 (4 s / 24 s)
+    ticks = cluster.run_until(
+        lambda: cluster.everyone_sees("n3", MemberState.DEAD), limit=high + 5 * PERIOD
+    )
+    assert ticks >= low - PERIOD
+    assert first + ticks < (2 * n - 1) * PERIOD + high + 5 * PERIOD
+    # Nobody else was ever suspected, and every live prober saw the nacks it expected.
+    for name in cluster.live():
+        assert {e.name for e in cluster.events[name] if e.kind is EventKind.SUSPECT} == {"n3"}
+        assert cluster[name].health_score == 0
+
+
+def test_confirmations_make_death_faster_than_the_maximum_timeout() -> None:
+    """Lifeguard LHA-suspicion: independent suspicions shrink the timeout from its maximum
+    (240 ticks at 8 members) towards its minimum (40), so the crashed member is declared
+    dead well before the maximum."""
+    cluster = joined(8, seed=4)
+    cluster.crash("n5")
+    cluster.run_until(
+        lambda: any(cluster.state(o, "n5") is MemberState.SUSPECT for o in cluster.live()),
+        limit=20 * PERIOD,
+    )
+    ticks = cluster.run_until(
+        lambda: any(cluster.state(o, "n5") is MemberState.DEAD for o in cluster.live()),
+        limit=300,
+    )
+    assert 40 - PERIOD <= ticks < 240 // 2
+    assert any(note.event == "swim.suspicion_confirmed" for _, note in cluster.notes)
+
+
+def test_an_unconfirmed_suspicion_runs_to_the_maximum_timeout() -> None:
+    """With one accuser and no confirmation, the suspect has the whole maximum suspicion
+    timeout (240 ticks at 8 members) to refute. Here n1's own probes are all answered (an
+    ack is not a refutation), so n1 never confirms, and nobody refutes."""
+    core = SwimCore("n1", bind_address="n1:1", config=LAN, rng=random.Random(0))
+    for i in range(2, 9):
+        alive = Update(kind=UpdateKind.ALIVE, node=f"n{i}", incarnation=0, address=f"n{i}:1")
+        core.step(f"n{i}", Gossip(updates=(alive,)))
+    accusation = Update(kind=UpdateKind.SUSPECT, node="n2", incarnation=0, origin="n3")
+    core.step("n3", Gossip(updates=(accusation,)))
+    for tick in range(1, 300):
+        core.tick()
+        for out in core.ready().packets:
+            if isinstance(out.message, Ping):
+                # Answer every probe, so that n1 never adds a suspicion of its own.
+                core.step(out.message.target, Ack(seq=out.message.seq, target=out.message.target))
+        member = core.member("n2")
+        assert member is not None
+        if member.state is MemberState.DEAD:
+            assert tick >= 240
+            return
+    raise AssertionError("the suspicion never expired")
+
+
+def test_suspected_live_member_refutes_and_stays_alive_everywhere() -> None:
+    """SWIM §4.2: a suspected member raises its incarnation; alive at a higher incarnation
+    overrides the suspicion everywhere."""
+    cluster = joined(5)
+    accusation = Update(kind=UpdateKind.SUSPECT, node="n2", incarnation=0, origin="n4")
+    cluster["n1"].step("n4", Gossip(updates=(accusation,)))
+    cluster.collect("n1")
+    assert cluster.state("n1", "n2") is MemberState.SUSPECT
+    cluster.run_until(
+        lambda: cluster.all_alive() and cluster["n2"].incarnation >= 1, limit=10 * PERIOD
+    )
+    cluster.tick(40 * PERIOD)
+    assert cluster.all_alive()
+    for name in cluster.names:
+        assert cluster[name].member("n2").incarnation >= 1  # type: ignore[union-attr]
+    assert EventKind.DEAD not in kinds_about(cluster, "n2")
+    assert EventKind.ALIVE_AGAIN in kinds_about(cluster, "n2")
+    assert cluster["n2"].health_score >= 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_no_false_deaths_at_ten_percent_loss(seed: int) -> None:
+    """SWIM + Lifeguard: lost datagrams cause suspicions, but refutation arrives in time;
+    a real crash in the same run is still detected everywhere."""
+    cluster = joined(10, seed=seed)
+    loss = random.Random(seed)
+    cluster.drop_rule = lambda src, dst, msg: loss.random() < 0.10
+    cluster.tick(60 * PERIOD)
+    for name in cluster.names:
+        assert not [e for e in cluster.events[name] if e.kind is EventKind.DEAD], name
+    cluster.crash("n7")
+    cluster.run_until(lambda: cluster.everyone_sees("n7", MemberState.DEAD), limit=30 * PERIOD)
+
+
+def test_probe_of_a_suspect_carries_the_suspicion_first() -> None:
+    """Lifeguard's buddy system: the suspect hears of the suspicion from its prober."""
+    cluster = joined(3)
+    cluster["n1"].step(
+        "n3",
+        Gossip(updates=(Update(kind=UpdateKind.SUSPECT, node="n2", incarnation=0, origin="n3"),)),
+    )
+    cluster.collect("n1")
+    cluster.queue.clear()
+    for _ in range(3 * PERIOD):
+        cluster["n1"].tick()
+        ready = cluster["n1"].ready()
+        pings = [o.message for o in ready.packets if isinstance(o.message, Ping)]
+        pings = [p for p in pings if p.target == "n2"]
+        if pings:
+            first = pings[0].updates[0]
+            assert (first.kind, first.node) == (UpdateKind.SUSPECT, "n2")
+            return
+    raise AssertionError("n1 never probed n2")
+
+
+def test_indirect_probe_succeeds_when_only_the_direct_link_is_cut() -> None:
+    """SWIM §3.1: ping-req through k members routes around a bad link: no suspicion."""
+    cluster = joined(5, seed=1)
+    cluster.cut("n1", "n2")
+    cluster.tick(60 * PERIOD)
+    assert cluster.sent["PingReq"] > 0
+    for name in cluster.names:
+        assert not [e for e in cluster.events[name] if e.kind is EventKind.SUSPECT], name
+    assert cluster.all_alive()
+
+
+def test_missing_nacks_raise_local_health_of_an_isolated_prober() -> None:
+    """Lifeguard §IV: a prober whose relays cannot even nack suspects itself (LHM + 1 per
+    missing nack), so it probes and accuses more slowly."""
+    cluster = joined(5, seed=2)
+    cluster.partition(["n1"], ["n2", "n3", "n4", "n5"])
+    cluster.tick(12 * PERIOD)
+    assert cluster["n1"].health_score >= 3
+    for name in ["n2", "n3", "n4", "n5"]:
+        assert cluster[name].health_score == 0  # their relays nacked: n1 is the problem
+
+
+def test_local_health_stretches_the_probe_interval() -> None:
+    cluster = joined(4, seed=3)
+    cluster.partition(["n1"], ["n2", "n3", "n4"])
+    cluster.tick(10 * PERIOD)
+    slow = cluster["n1"].health_score
+    assert slow >= 4
+    before = cluster.sent["Ping"]
+    cluster.queue.clear()
+    pings = 0
+    for _ in range(16 * PERIOD):
+        cluster["n1"].tick()
+        pings += sum(isinstance(o.message, Ping) for o in cluster["n1"].ready().packets)
+    # One probe per (score + 1) periods instead of one per period (the score may still
+    # rise meanwhile, which only stretches the interval further).
+    assert pings <= 16 // (slow + 1) + 1
+    assert before > 0
+
+
+def test_leave_is_left_not_dead_then_reaped_then_rejoin_works() -> None:
+    config = dataclasses.replace(LAN, left_reap_ticks=30 * PERIOD)
+    cluster = joined(5, config=config)
+    cluster["n3"].leave()
+    cluster.collect("n3")
+    cluster.deliver_all()
+    cluster.tick(5)
+    cluster.crash("n3")  # the driver stops the node after the leave has gone out
+    cluster.run_until(lambda: cluster.everyone_sees("n3", MemberState.LEFT), limit=PERIOD)
+    cluster.tick(10 * PERIOD)
+    assert cluster.everyone_sees("n3", MemberState.LEFT)
+    assert EventKind.DEAD not in kinds_about(cluster, "n3")
+    assert EventKind.SUSPECT not in kinds_about(cluster, "n3")
+    cluster.run_until(lambda: cluster.everyone_sees("n3", None), limit=30 * PERIOD)
+    assert EventKind.REAPED in kinds_about(cluster, "n3")
+    cluster.add("n3")
+    cluster.join("n3", ["n1"])
+    cluster.run_until(cluster.all_alive, limit=5 * PERIOD)
+    cluster.tick(20 * PERIOD)
+    assert cluster.all_alive()
+
+
+def test_rejoin_over_a_left_tombstone_raises_the_incarnation() -> None:
+    """A restarted node starts at incarnation 0; the cluster's tombstone is at a higher one,
+    so the node learns it on join and refutes past it."""
+    cluster = joined(4)
+    cluster["n2"].update_metadata(b"v1")  # incarnation 1
+    cluster.tick(5 * PERIOD)
+    cluster["n2"].leave()
+    cluster.collect("n2")
+    cluster.deliver_all()
+    cluster.crash("n2")
+    cluster.run_until(lambda: cluster.everyone_sees("n2", MemberState.LEFT), limit=PERIOD)
+    cluster.add("n2")
+    cluster.join("n2", ["n3"])
+    cluster.run_until(cluster.all_alive, limit=5 * PERIOD)
+    assert cluster["n2"].incarnation >= 2
+    assert EventKind.JOINED in {e.kind for e in cluster.events["n1"] if e.name == "n2"}
+
+
+def test_restart_at_the_same_address_after_death_is_taken_back() -> None:
+    cluster = joined(4, seed=5)
+    cluster.crash("n4")
+    cluster.run_until(lambda: cluster.everyone_sees("n4", MemberState.DEAD), limit=400)
+    cluster.add("n4")
+    cluster.join("n4", ["n1"])
+    cluster.run_until(cluster.all_alive, limit=5 * PERIOD)
+    assert EventKind.ALIVE_AGAIN in kinds_about(cluster, "n4")
+
+
+def test_restart_at_a_new_address_after_death_takes_the_new_address() -> None:
+    """A rescheduled container: the old entry is dead, so the new address is accepted."""
+    cluster = joined(4, seed=7)
+    cluster.crash("n4")
+    cluster.run_until(lambda: cluster.everyone_sees("n4", MemberState.DEAD), limit=400)
+    cluster.add("n4", advertise="n4-moved.prism.test:4200")
+    cluster.join("n4", ["n2"])
+    cluster.run_until(cluster.all_alive, limit=5 * PERIOD)
+    cluster.tick(20 * PERIOD)
+    assert cluster.all_alive()
+    for name in ["n1", "n2", "n3"]:
+        assert cluster[name].member("n4").address == "n4-moved.prism.test:4200"  # type: ignore[union-attr]
+
+
+def test_metadata_update_spreads_with_a_higher_incarnation() -> None:
+    cluster = joined(6)
+    cluster["n4"].update_metadata(b'{"role":"gpu","api":"10.0.0.4:8008"}')
+    assert cluster["n4"].incarnation == 1
+
+    def spread() -> bool:
+        return all(
+            (m := cluster[o].member("n4")) is not None
+            and m.meta.startswith(b'{"role"')
+            and m.incarnation == 1
+            for o in cluster.names
+        )
+
+    cluster.run_until(spread, limit=3 * PERIOD)
+    for name in cluster.names:
+        if name != "n4":
+            assert [e.kind for e in cluster.events[name] if e.name == "n4"][-1] is (
+                EventKind.UPDATED
+            )
+
+
+def test_metadata_limit_is_enforced() -> None:
+    core = SwimCore("a", bind_address="a:1", config=LAN, rng=random.Random(0))
+    with pytest.raises(ValueError, match="512"):
+        core.update_metadata(b"x" * 513)
+    core.update_metadata(b"x" * 512)
+    with pytest.raises(ValueError, match="512"):
+        SwimCore("b", bind_address="b:1", meta=b"y" * 513, config=LAN, rng=random.Random(0))
+    # A member configured for less drops larger metadata from others (counted, not raised).
+    small = dataclasses.replace(LAN, max_metadata_bytes=16)
+    core = SwimCore("c", bind_address="c:1", config=small, rng=random.Random(0))
+    update = Update(kind=UpdateKind.ALIVE, node="d", incarnation=0, address="d:1", meta=b"z" * 17)
+    core.step("d", Gossip(updates=(update,)))
+    assert core.member("d") is None
+    assert ("oversize_meta", 1) in core.statistics().drops
+
+
+def test_newcomer_with_a_live_name_is_refused_with_an_error_event() -> None:
+    cluster = joined(3)
+    twin = SwimCore("n2", bind_address="twin.prism.test:4200", config=LAN, rng=random.Random(9))
+    twin.join([address_of("n1")])
+    request = twin.ready().streams[0]
+    assert isinstance(request.message, PushPull)
+    assert request.message.join
+    cluster["n1"].step("n2", request.message)
+    answer = cluster["n1"].ready().streams
+    assert len(answer) == 1
+    assert answer[0].to == "twin.prism.test:4200"
+    assert isinstance(answer[0].message, JoinRefused)
+    twin.step("n1", answer[0].message)
+    events = twin.ready().events
+    assert [e.kind for e in events] == [EventKind.NAME_CONFLICT]
+    assert events[0].address == address_of("n2")
+    assert "n2" in events[0].reason
+    assert not twin.is_joining
+    # The cluster still has the original n2, at its own address.
+    assert cluster["n1"].member("n2").address == address_of("n2")  # type: ignore[union-attr]
+    cluster.tick(10 * PERIOD)
+    assert cluster.all_alive()
+
+
+def test_advertise_address_is_what_others_use() -> None:
+    cluster = joined(4)
+    cluster.add("n5", bind="0.0.0.0:4200", advertise="203.0.113.5:4200")
+    cluster.join("n5", ["n1"])
+    cluster.run_until(cluster.all_alive, limit=5 * PERIOD)
+    cluster.tick(30 * PERIOD)
+    assert cluster.all_alive()
+    for name in ["n1", "n2", "n3", "n4"]:
+        assert cluster[name].member("n5").address == "203.0.113.5:4200"  # type: ignore[union-attr]
+    assert cluster["n5"].bind_address == "0.0.0.0:4200"
+
+
+def test_push_pull_heals_a_partition() -> None:
+    """Both halves declare the other dead; after healing, reconnect push-pulls with dead
+    members and refutation re-merge them without an operator."""
+    config = dataclasses.replace(LAN, reconnect_interval_ticks=10 * PERIOD)
+    cluster = joined(6, config=config, seed=6)
+    left, right = ["n1", "n2", "n3"], ["n4", "n5", "n6"]
+    cluster.partition(left, right)
+
+    def split() -> bool:
+        return all(cluster.state(a, b) is MemberState.DEAD for a in left for b in right) and all(
+            cluster.state(b, a) is MemberState.DEAD for a in left for b in right
+        )
+
+    cluster.run_until(split, limit=60 * PERIOD)
+    cluster.heal()
+    cluster.run_until(cluster.all_alive, limit=40 * PERIOD)
+    cluster.tick(30 * PERIOD)
+    assert cluster.all_alive()
+
+
+def test_push_pull_repairs_lost_gossip() -> None:
+    """With every piggybacked update lost, only push-pull spreads a metadata change."""
+    config = dataclasses.replace(LAN, push_pull_interval_ticks=5 * PERIOD)
+    cluster = joined(4, config=config)
+    cluster.tick(20 * PERIOD)  # the join news has been sent out: queues are empty
+
+    def strip(src: str, dst: str, msg: object) -> bool:
+        return isinstance(msg, Gossip) or (isinstance(msg, Ping | PingReq) and bool(msg.updates))
+
+    cluster.drop_rule = strip
+    cluster["n2"].update_metadata(b"new")
+    cluster.run_until(
+        lambda: all(cluster[o].member("n2").meta == b"new" for o in cluster.names),  # type: ignore[union-attr]
+        limit=40 * PERIOD,
+    )
+
+
+def test_join_retries_with_back_off_then_fails() -> None:
+    config = dataclasses.replace(LAN, join_max_attempts=4)
+    core = SwimCore("a", bind_address="a:1", config=config, rng=random.Random(1))
+    core.join(["nobody:1"])
+    attempts = []
+    for tick in range(2000):
+        ready = core.ready()
+        if ready.streams:
+            attempts.append(tick)
+        if ready.events:
+            assert [e.kind for e in ready.events] == [EventKind.JOIN_FAILED]
+            break
+        core.tick()
+    else:
+        raise AssertionError("the join never gave up")
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) == 4
+    assert gaps == sorted(gaps)
+    assert gaps[0] >= config.join_retry_min_ticks
+
+
+def test_same_seed_same_event_log() -> None:
+    def run() -> list[tuple[str, str]]:
+        cluster = joined(6, seed=11)
+        cluster.crash("n2")
+        cluster.tick(40 * PERIOD)
+        return [(name, note.render()) for name, note in cluster.notes]
+
+    assert run() == run()
