@@ -129,20 +129,20 @@ def _connect_json_lines(node: NodeProcess) -> AbstractAsyncContextManager[Target
 
 
 class PrismSystem(System):
-    """Prism's node process, ``python -m prism.raft.serve`` (not written yet).
+    """Prism's node process, ``python -m prism.raft.serve``, one per node.
 
-    To plug Prism in, implement ``start`` like ``PySyncObjSystem._start``: pick ports with
-    ``free_ports``, start each node with ``spawn_node`` (it reads the first stdout line as
-    JSON, e.g. ``{"client_port": P}``, and expects the process to exit when its stdin closes),
-    pass ``self.fsync`` to the node, yield a ``ProcessCluster`` whose ``connect`` returns a
-    ``Target`` for Prism's client protocol (or ``open_json_lines_target`` if ``serve`` speaks
-    the same JSON lines as ``benchmarks/_pysyncobj_node.py``), and ``kill_all`` in
-    ``finally``. Then make ``unavailable`` return None.
+    Each node gets a UDP port for Raft and a TCP port for the client protocol (JSON lines,
+    the same shape as ``benchmarks/_pysyncobj_node.py``, so ``open_json_lines_target``
+    talks to it), a data directory of its own under the run's temporary directory
+    (``DiskStorage``, ``--fsync on`` or ``off``), ``RaftConfig.lan()`` timing, and
+    ``--exit-on-stdin-eof``. ``start`` returns once every node follows one leader in one
+    term, as the PySyncObj launcher waits until its nodes are connected.
     """
 
     def __init__(self, *, fsync: bool) -> None:
         self.name = "prism"
         self.fsync = fsync
+        self.settle_timeout_s = 15.0
 
     def unavailable(self) -> str | None:
         try:
@@ -151,16 +151,92 @@ class PrismSystem(System):
             found = False
         if not found:
             return "prism.raft.serve not available yet"
-        return (
-            "prism.raft.serve exists, but PrismSystem.start in benchmarks/_raft_systems.py "
-            "is not written yet"
-        )
+        return None
 
     def describe(self) -> dict[str, Any]:
-        return {"fsync": self.fsync}
+        from prism.raft.config import RaftConfig
+        from prism.raft.driver import DriverConfig
+
+        raft = RaftConfig.lan()
+        driver = DriverConfig()
+        return {
+            "fsync": self.fsync,
+            "storage": "DiskStorage (WAL segments), one directory per node",
+            "transport": "UDP on 127.0.0.1",
+            "tick_ms": raft.tick_ms,
+            "heartbeat_ticks": raft.heartbeat_ticks,
+            "election_timeout_ticks": [
+                raft.election_timeout_min_ticks,
+                raft.election_timeout_max_ticks,
+            ],
+            "pre_vote": raft.pre_vote,
+            "check_quorum": raft.check_quorum,
+            "max_append_bytes": raft.max_append_bytes,
+            "max_append_entries": raft.max_append_entries,
+            "max_inflight_appends": raft.max_inflight_appends,
+            "max_pending_proposals": driver.max_pending_proposals,
+            "client": "JSON lines on a local port, answered once applied at the leader",
+        }
 
     def start(self, nodes: int, workdir: Path) -> AbstractAsyncContextManager[Cluster]:
-        raise NotImplementedError(self.unavailable())
+        return self._start(nodes, workdir)
+
+    @asynccontextmanager
+    async def _start(self, nodes: int, workdir: Path) -> AsyncIterator[Cluster]:
+        names = [f"n{i + 1}" for i in range(nodes)]
+        raft_ports = dict(zip(names, free_ports(nodes, udp=True), strict=True))
+        client_ports = dict(zip(names, free_ports(nodes), strict=True))
+        started: list[NodeProcess] = []
+        try:
+            for name in names:
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "prism.raft.serve",
+                    "--id",
+                    name,
+                    "--listen",
+                    f"{LOOPBACK}:{raft_ports[name]}",
+                    "--client",
+                    f"{LOOPBACK}:{client_ports[name]}",
+                    "--data-dir",
+                    str(workdir / name),
+                    "--fsync",
+                    "on" if self.fsync else "off",
+                    "--exit-on-stdin-eof",
+                ]
+                for other in names:
+                    if other != name:
+                        argv += ["--peer", f"{other}={LOOPBACK}:{raft_ports[other]}"]
+                        argv += ["--peer-client", f"{other}={LOOPBACK}:{client_ports[other]}"]
+                started.append(await spawn_node(name, argv, workdir / f"{name}.log"))
+            cluster = ProcessCluster(started, _connect_json_lines)
+            with trio.fail_after(self.settle_timeout_s):
+                await _wait_one_leader_followed(cluster)
+            yield cluster
+        finally:
+            await kill_all(started)
+
+
+async def _wait_one_leader_followed(cluster: ProcessCluster) -> None:
+    """Until one node leads and every node names it as leader, all in the same term."""
+    async with AsyncExitStack() as stack:
+        targets = [
+            await stack.enter_async_context(open_json_lines_target(int(node.hello["client_port"])))
+            for node in (cluster.node(name) for name in cluster.names)
+        ]
+        while True:
+            replies = [await target.request("status") for target in targets]
+            leaders = {r.get("leader_id") for r in replies}
+            terms = {r.get("term") for r in replies}
+            if (
+                len(leaders) == 1
+                and None not in leaders
+                and len(terms) == 1
+                and sum(1 for r in replies if r.get("state") == "leader") == 1
+            ):
+                return
+            await trio.sleep(0.01)
 
 
 def systems(*, prism_fsync: list[bool], peer: str, pysyncobj_journal: bool = False) -> list[System]:

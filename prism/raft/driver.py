@@ -14,9 +14,12 @@ Tasks
   burst: the core would see an election timeout pass without having read the heartbeats
   waiting in the socket. The ticker also watches the disk (see *Disk stalls*).
 * the **receiver** reads datagrams from the transport, decodes them and steps the core.
-  A datagram that does not decode, comes from another cluster, or names a sender missing
-  from the address book is counted in ``drops`` by reason and dropped; nothing a peer sends
-  can raise into the task.
+  Once one has arrived it takes every other datagram already queued (up to
+  ``RECEIVE_BATCH``, without waiting) and steps them all before it wakes the ready loop, so
+  one ``Ready`` (one save, one fsync, one append per follower) answers the whole batch:
+  that is the group commit. A datagram that does not decode, comes from another cluster,
+  or names a sender missing from the address book is counted in ``drops`` by reason and
+  dropped; nothing a peer sends can raise into the task.
 * the **ready loop** runs the handling loop of ``prism.raft.ready``, in its order, one
   ``Ready`` at a time: send ``messages``; persist (snapshot, entries, hard state: one
   ``Storage.save``); send ``messages_after_persist``; restore the state machine from
@@ -27,18 +30,37 @@ Ordering guarantees
 -------------------
 * Nothing in ``messages_after_persist`` leaves before the ``save`` of its own ``Ready`` has
   returned, and ``save`` returns only once the write is durable (Raft Figure 2).
+* One exception to "persist, then go on": a ``Ready`` whose only durable part is a hard
+  state that differs from the durable one in its commit index alone (same term, same vote,
+  no entries, no snapshot) is not written on its own: its hard state goes to disk with the
+  next save. The commit index is not part of Raft's persistent state (Figure 2: current
+  term, vote, log); a node that restarts with an older one learns the newer one again from
+  its leader (or, leading, commits anew), exactly as after a crash during a slow write. It
+  spares a leader an fsync between a commit and the answers to its clients, once per batch.
 * Entries are applied once each, in index order, after the snapshot they follow is restored.
+  A large batch is applied ``APPLY_SLICE`` entries at a time, with a checkpoint between
+  slices (other tasks step the core meanwhile, as they do during a disk write), so the
+  answers to the first entries leave while the rest are applied.
 * A proposal resolves when the entry at its index is applied: with the state machine's result
   if that entry has the proposal's term, with ``ProposalLost`` if another entry took the index.
 * A read resolves once the state machine has applied the read index the core confirmed
   (ReadIndex, thesis §6.4); its answer is computed with no checkpoint in between.
 * Ticks and received messages keep stepping the core while a write is in progress; their
   output waits for the next ``Ready``.
+* An AppendEntries without entries that a leader sends (telling a follower its new commit
+  index) is held until the next tick, and dropped if an append that carries that commit
+  index or a later one goes to the same follower first, or if this node no longer leads in
+  that term by the tick: under load the next batch of entries tells the follower anyway, so
+  the follower is spared a save and an answer per batch. To Raft this is a datagram delayed
+  by up to one tick, or lost: it tolerates both. Nothing else is held.
 
 Persistence and cancellation
 ----------------------------
-A ``MemoryStorage`` is written inline. Any other storage (``DiskStorage``) is written in a
-worker thread, ``trio.to_thread.run_sync`` with ``abandon_on_cancel=False`` (the default):
+A ``MemoryStorage`` is written inline, and so is any storage when
+``DriverConfig.persist_in_thread`` is False (``prism.raft.serve`` says so for a
+``DiskStorage`` that does not fsync: its writes only reach the page cache, and a trip to a
+worker thread would cost more than the write). Any other storage is written in a worker
+thread, ``trio.to_thread.run_sync`` with ``abandon_on_cancel=False`` (the default):
 when the nursery is cancelled during a write, the task waits for the write to finish before
 it exits, so the files are never left with a write we abandoned half way. What was written
 and not yet acknowledged is simply durable: on restart the core is rebuilt from storage
@@ -56,7 +78,10 @@ stall bound is the backstop that holds whatever the core's configuration, and na
 
 Requests and their errors
 -------------------------
-``propose`` and ``read_index`` / ``read`` wait for their outcome. They raise ``NotLeader``
+``propose`` and ``read_index`` / ``read`` wait for their outcome; ``propose_nowait`` proposes
+without waiting and returns the ``Waiter``, for a caller that handles many requests in one
+task (a callback runs when the outcome is known; the caller bounds the wait and calls
+``forget_proposal`` when it gives up). They raise ``NotLeader``
 (with ``leader_address`` when the address book knows it), ``ProposalDropped`` (the core
 refused), ``Overloaded`` (too many requests or proposal bytes already pending here: refused
 at once, so memory stays bounded), ``ProposalTimeout``, ``ProposalLost``, and
@@ -86,16 +111,23 @@ from prism.errors import (
 )
 from prism.raft.config import RaftConfig
 from prism.raft.core import RaftCore, Role
-from prism.raft.driver_requests import PendingRequests
+from prism.raft.driver_requests import PendingRequests, Waiter
 from prism.raft.membership import Membership
-from prism.raft.messages import Entry
-from prism.raft.ready import Note, Outbound, Ready
+from prism.raft.messages import AppendEntries, Entry, RaftMessage
+from prism.raft.ready import HardState, Note, Outbound, Ready
 from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage, Storage
 from prism.raft.transport import Address, DatagramTransport, format_address, parse_address
 from prism.wire import MAX_DATAGRAM_BYTES, decode, encode
 
 logger = logging.getLogger(__name__)
+
+RECEIVE_BATCH = 512
+"""Most datagrams the receiver steps into the core before it wakes the ready loop."""
+
+APPLY_SLICE = 64
+"""Committed entries applied between two checkpoints, so that the answers to the first ones
+leave (other tasks run) while the rest of a large batch is applied."""
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -235,6 +267,12 @@ class RaftDriver(Generic[R]):
         self._stall_reported = False
         self._disk_seconds_total = 0.0
         self._disk_seconds_max = 0.0
+        # Commit-only appends waiting for the next tick, by follower (see the module doc).
+        self._held: dict[str, Outbound] = {}
+        # The hard state last written, and one that differs from it only in its commit
+        # index, waiting for the next save (see the module doc).
+        self._durable_hard_state = storage.hard_state
+        self._deferred_hard_state: HardState | None = None
         self._sync_addresses()
 
     # ------------------------------------------------------------------ queries
@@ -338,16 +376,7 @@ class RaftDriver(Generic[R]):
         applies at most once (the state machine's sessions). See the module docstring for
         the errors.
         """
-        self._check_running()
-        size = len(data) + len(client_id)
-        self._pending.check_room_for_proposal(size, self.id)
-        try:
-            index, term = self.core.propose(data, client_id=client_id, seq=seq)
-        except NotLeader as exc:
-            raise self._not_leader(exc.leader_hint) from None
-        waiter = self._pending.add_proposal(index, term, size)
-        self.counters["proposals"] += 1
-        self._kick()
+        index, term, waiter = self.propose_nowait(data, client_id=client_id, seq=seq)
         try:
             return await waiter.wait(
                 timeout_s,
@@ -358,6 +387,30 @@ class RaftDriver(Generic[R]):
             )
         finally:
             self._pending.forget_proposal(index, waiter)
+
+    def propose_nowait(
+        self, data: bytes, *, client_id: str = "", seq: int = 0
+    ) -> tuple[int, int, Waiter[R]]:
+        """Propose a command without waiting: its (index, term) and the ``Waiter`` that the
+        state machine's result (or the error) will be given to. Raises at once what
+        ``propose`` raises before it waits. The caller bounds the wait (``ProposalTimeout``
+        is its to give) and calls ``forget_proposal(index, waiter)`` when it stops waiting.
+        """
+        self._check_running()
+        size = len(data) + len(client_id)
+        self._pending.check_room_for_proposal(size, self.id)
+        try:
+            index, term = self.core.propose(data, client_id=client_id, seq=seq)
+        except NotLeader as exc:
+            raise self._not_leader(exc.leader_hint) from None
+        waiter = self._pending.add_proposal(index, term, size)
+        self.counters["proposals"] += 1
+        self._kick()
+        return index, term, waiter
+
+    def forget_proposal(self, index: int, waiter: Waiter[R]) -> None:
+        """Stop tracking a proposal from ``propose_nowait`` whose caller gave up waiting."""
+        self._pending.forget_proposal(index, waiter)
 
     async def read_index(self, *, timeout_s: float) -> int:
         """Wait until a linearizable read may be served here (ReadIndex, thesis §6.4) and
@@ -417,22 +470,37 @@ class RaftDriver(Generic[R]):
                 self.counters["ticks_late"] += 1
                 deadline = now
             await trio.sleep_until(deadline)
+            self._send_held()
             self.core.tick()
             self.counters["ticks"] += 1
             self._watch_disk()
             self._kick()
 
     async def _receive_loop(self) -> None:
+        transport = self.transport
         while True:
             try:
-                data, _source = await self.transport.receive()
+                data, _source = await transport.receive()
             except (ConnectionResetError, ConnectionRefusedError):
                 # ICMP errors some platforms report on a UDP socket: not a datagram.
                 self.drops["receive_error"] += 1
                 await trio.lowlevel.checkpoint()
                 continue
-            self.counters["datagrams_received"] += 1
-            if self._accept(data):
+            received = 1
+            stepped = self._accept(data)
+            # Everything else already queued goes into the same Ready (group commit).
+            while received < RECEIVE_BATCH:
+                try:
+                    queued = transport.receive_nowait()
+                except (ConnectionResetError, ConnectionRefusedError):
+                    self.drops["receive_error"] += 1
+                    continue
+                if queued is None:
+                    break
+                received += 1
+                stepped = self._accept(queued[0]) or stepped
+            self.counters["datagrams_received"] += received
+            if stepped:
                 self._kick()
 
     def _accept(self, data: bytes) -> bool:
@@ -462,17 +530,32 @@ class RaftDriver(Generic[R]):
 
     async def _handle(self, ready: Ready) -> None:
         """One pass of the handling loop of ``prism.raft.ready``, in its order."""
+        # Sends do not yield, so a cancelled driver stops here (and after each write), not
+        # some Readys later: what it leaves pending fails with ShuttingDown.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._report(ready.notes)
         await self._send(ready.messages)
         if ready.must_persist:
-            await self._disk(
-                partial(self.storage.save, ready.hard_state, ready.entries, ready.snapshot)
-            )
-            self.counters["saves"] += 1
+            hard_state = ready.hard_state
+            durable = self._durable_hard_state
+            if (
+                hard_state is not None
+                and not ready.entries
+                and ready.snapshot is None
+                and hard_state.term == durable.term
+                and hard_state.vote == durable.vote
+            ):
+                # Only the commit index moved: written later (see the module doc).
+                self._deferred_hard_state = hard_state
+                self.counters["commit_saves_deferred"] += 1
+            else:
+                await self._save(
+                    hard_state or self._deferred_hard_state, ready.entries, ready.snapshot
+                )
         await self._send(ready.messages_after_persist)
         if ready.snapshot is not None:
             self._restore(ready.snapshot)
-        self._apply(ready.committed_entries)
+        await self._apply(ready.committed_entries)
         self._take_reads(ready)
         self.core.advance(ready)
         self._sync_addresses()
@@ -481,23 +564,86 @@ class RaftDriver(Generic[R]):
     # ------------------------------------------------------------------ the loop's steps
 
     async def _send(self, outbound: Sequence[Outbound]) -> None:
+        """Send each message: without waiting while the socket has room, else waiting.
+        Commit-only appends are held for the next tick instead (see the module doc)."""
+        transport = self.transport
+        cluster_id = self.config.cluster_id
+        held = self._held
+        leading = self.core.role is Role.LEADER
+        last: RaftMessage | None = None
+        data = b""
+        sent = 0
         for out in outbound:
+            message = out.message
+            if type(message) is AppendEntries:
+                if not message.entries and leading:
+                    if out.to in held:
+                        self.counters["commit_notices_superseded"] += 1
+                    held[out.to] = out  # a newer notice replaces an older one
+                    continue
+                before = held.get(out.to)
+                if before is not None and _tells_as_much(message, before.message):
+                    del held[out.to]
+                    self.counters["commit_notices_superseded"] += 1
             address = self.addresses.get(out.to)
             if address is None:
                 self.counters["send_no_address"] += 1
                 continue
-            data = encode(out.message, cluster_id=self.config.cluster_id, sender_id=self.id)
+            if out.message is not last and out.message != last:
+                # Followers in step get equal appends: encoded once, sent to each.
+                last = out.message
+                data = encode(out.message, cluster_id=cluster_id, sender_id=self.id)
             if len(data) > MAX_DATAGRAM_BYTES:
                 self.counters["send_oversize"] += 1
                 logger.warning("wire.oversize node=%s to=%s bytes=%d", self.id, out.to, len(data))
                 continue
             try:
-                await self.transport.send(data, address)
+                if not transport.send_nowait(data, address):
+                    await transport.send(data, address)
+            except OSError as exc:
+                self.counters["send_errors"] += 1
+                logger.debug("wire.send_failed node=%s to=%s error=%s", self.id, out.to, exc)
+                continue
+            sent += 1
+        if sent:
+            self.counters["messages_sent"] += sent
+
+    async def _save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> None:
+        """One ``Storage.save``; ``hard_state`` is the newest, so nothing stays deferred."""
+        await self._disk(partial(self.storage.save, hard_state, entries, snapshot))
+        self.counters["saves"] += 1
+        self._deferred_hard_state = None
+        if hard_state is not None:
+            self._durable_hard_state = hard_state
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _send_held(self) -> None:
+        """Send the commit-only appends held since the last tick, unless this node no
+        longer leads in their term: a follower would take one for a sign of a live leader."""
+        if not self._held:
+            return
+        held = list(self._held.values())
+        self._held.clear()
+        if self.core.role is not Role.LEADER:
+            return
+        for out in held:
+            message = out.message
+            address = self.addresses.get(out.to)
+            if address is None or message.term != self.core.term:
+                continue
+            data = encode(message, cluster_id=self.config.cluster_id, sender_id=self.id)
+            try:
+                if not self.transport.send_nowait(data, address):
+                    self._held.setdefault(out.to, out)  # no room now: the next tick
+                    continue
             except OSError as exc:
                 self.counters["send_errors"] += 1
                 logger.debug("wire.send_failed node=%s to=%s error=%s", self.id, out.to, exc)
                 continue
             self.counters["messages_sent"] += 1
+            self.counters["commit_notices_sent"] += 1
 
     async def _disk(self, write: Callable[[], None]) -> None:
         """Run one storage write: in a worker thread that cancellation waits for (see the
@@ -541,8 +687,8 @@ class RaftDriver(Generic[R]):
         self._applied = snapshot.meta.index
         self.counters["snapshots_restored"] += 1
 
-    def _apply(self, entries: Sequence[Entry]) -> None:
-        for entry in entries:
+    async def _apply(self, entries: Sequence[Entry]) -> None:
+        for position, entry in enumerate(entries, start=1):
             if entry.index <= self._applied:
                 continue  # covered by the snapshot restored before
             if entry.index != self._applied + 1:
@@ -551,6 +697,10 @@ class RaftDriver(Generic[R]):
             self._applied = entry.index
             self.counters["applied"] += 1
             self._pending.applied(entry, result)
+            if position % APPLY_SLICE == 0 and position < len(entries):
+                # Let the answers of what is applied so far leave while the rest is applied
+                # (never cancelled here: a batch is applied whole).
+                await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _take_reads(self, ready: Ready) -> None:
         self._pending.reads_progressed(
@@ -593,6 +743,15 @@ class RaftDriver(Generic[R]):
                 logger.warning(
                     "raft.bad_address node=%s member=%s address=%r", self.id, node_id, text
                 )
+
+
+def _tells_as_much(append: AppendEntries, notice: RaftMessage) -> bool:
+    """Whether ``append`` tells its follower all that the held commit-only ``notice`` does."""
+    return (
+        type(notice) is AppendEntries
+        and notice.term == append.term
+        and notice.leader_commit <= append.leader_commit
+    )
 
 
 @asynccontextmanager

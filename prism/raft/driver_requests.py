@@ -27,33 +27,71 @@ T = TypeVar("T")
 
 
 class Waiter(Generic[T]):
-    """One waiting caller's outcome: a value, or an exception to raise. Set once."""
+    """One waiting caller's outcome: a value, or an exception to raise. Set once.
 
-    __slots__ = ("_error", "_event", "_value")
+    A caller either awaits ``wait``, or gives a callback (``on_done``) that runs, once, in
+    the task that settles the outcome: it must not block and should not raise.
+    """
+
+    __slots__ = ("_callback", "_done", "_error", "_event", "_value")
 
     def __init__(self) -> None:
-        self._event = trio.Event()
+        self._done = False
+        self._event: trio.Event | None = None  # made by wait(): callers with a callback need none
         self._value: tuple[T] | None = None
         self._error: RaftError | None = None
+        self._callback: Callable[[Waiter[T]], None] | None = None
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
+
+    @property
+    def succeeded(self) -> bool:
+        """Settled with a value (``outcome()`` returns it without raising)."""
+        return self._value is not None
 
     def resolve(self, value: T) -> None:
-        if not self.done:
+        if not self._done:
             self._value = (value,)
-            self._event.set()
+            self._settled()
 
     def fail(self, error: RaftError) -> None:
-        if not self.done:
+        if not self._done:
             self._error = error
+            self._settled()
+
+    def _settled(self) -> None:
+        self._done = True
+        if self._event is not None:
             self._event.set()
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback(self)
+
+    def on_done(self, callback: Callable[[Waiter[T]], None]) -> None:
+        """Call ``callback(self)`` once the outcome is known (now, if it already is)."""
+        if self.done:
+            callback(self)
+        else:
+            self._callback = callback
+
+    def outcome(self) -> T:
+        """The value of a settled waiter, or raise its error (RuntimeError if unsettled)."""
+        if self._error is not None:
+            raise self._error
+        if self._value is None:
+            raise RuntimeError("the outcome is not known yet")
+        return self._value[0]
 
     async def wait(self, timeout_s: float, on_timeout: Callable[[], RaftError]) -> T:
         """The value, or raise the error; ``on_timeout()`` if nothing came in time."""
-        with trio.move_on_after(timeout_s):
-            await self._event.wait()
+        if not self._done:
+            self._event = trio.Event()
+            with trio.move_on_after(timeout_s):
+                await self._event.wait()
+        else:
+            await trio.lowlevel.checkpoint()
         if self._error is not None:
             raise self._error
         if self._value is None:

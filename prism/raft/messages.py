@@ -41,8 +41,21 @@ class Entry:
     seq: int = 0
 
     def __post_init__(self) -> None:
-        _check_non_negative(term=self.term, index=self.index, seq=self.seq)
-        if self.index == 0:
+        term, index, seq = self.term, self.index, self.seq
+        if (
+            type(term) is int
+            and type(index) is int
+            and type(seq) is int
+            and term >= 0
+            and index > 0
+            and seq >= 0
+            and type(self.data) is bytes
+            and type(self.client_id) is str
+            and isinstance(self.kind, EntryKind)
+        ):
+            return  # the common case, checked in one go (entries are built by the thousand)
+        _check_non_negative(term=term, index=index, seq=seq)
+        if index == 0:
             raise ValueError("log indexes start at 1")
         if not isinstance(self.kind, EntryKind):
             raise ValueError(f"kind must be an EntryKind, got {self.kind!r}")

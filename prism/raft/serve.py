@@ -51,19 +51,20 @@ refused it), ``bad_request`` (the line is not a valid request).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
+import math
 import os
 import random
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, final
+from typing import Any, Final, final
 
 import trio
 
@@ -79,6 +80,7 @@ from prism.errors import (
 from prism.raft.config import RaftConfig
 from prism.raft.disk import DiskStorage
 from prism.raft.driver import DriverConfig, RaftDriver, core_from_storage
+from prism.raft.driver_requests import Waiter
 from prism.raft.kv import ApplyResult, Command, KVStateMachine, Op
 from prism.raft.membership import Membership
 from prism.raft.ready import Note
@@ -236,7 +238,12 @@ class _Node:
             self.kv,
             transport,
             addresses,
-            config=DriverConfig(cluster_id=options.cluster_id),
+            # A disk that does not fsync is written inline: the page cache is faster than a
+            # trip to a worker thread.
+            config=DriverConfig(
+                cluster_id=options.cluster_id,
+                persist_in_thread=options.fsync if options.data_dir is not None else None,
+            ),
             on_note=self._on_note,
         )
 
@@ -245,47 +252,27 @@ class _Node:
             self.leader_since = time.monotonic()
 
     async def serve_connection(self, stream: trio.SocketStream) -> None:
-        """One client connection: each request line answered by its own task."""
-        lock = trio.Lock()
-        buffer = b""
+        """One client connection; see ``_Connection``. At the end of the client's stream,
+        every request already read is answered before the connection closes."""
+        connection = _Connection(self, stream)
         try:
             async with trio.open_nursery() as nursery:
-                while True:
-                    chunk = await stream.receive_some(65_536)
-                    if not chunk:
-                        break
-                    *lines, buffer = (buffer + chunk).split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            nursery.start_soon(self._answer_line, stream, lock, line)
-                    if len(buffer) > MAX_LINE_BYTES:
-                        break
+                nursery.start_soon(connection.send_loop)
+                async with trio.open_nursery() as reads:
+                    await connection.receive_loop(reads)
+                connection.close_when_answered()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the client went away; its pending requests were answered or dropped
+            pass  # the client went away
         finally:
+            connection.forget_pending()
             await stream.aclose()
-
-    async def _answer_line(self, stream: trio.SocketStream, lock: trio.Lock, line: bytes) -> None:
-        try:
-            request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            request = None
-        if isinstance(request, dict):
-            reply = await self.answer(request)
-            reply = {"id": request.get("id"), **reply}
-        else:
-            reply = {"id": None, "ok": False, "error": "bad_request", "message": "not an object"}
-        data = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
-        async with lock:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(data)
 
     async def answer(self, request: dict[str, Any]) -> Reply:
         """The reply to one request (without its ``id``)."""
         op = request.get("op")
         try:
             if op == "status":
-                return self._status()
+                return self.answer_status()
             key = request.get("key")
             if not isinstance(key, str):
                 return _bad_request("key must be a string")
@@ -295,26 +282,67 @@ class _Node:
                 )
                 return {"ok": True, "value": value}
             if isinstance(op, str) and op in _WRITE_OPS:
-                return await self._write(_WRITE_OPS[op], key, request)
+                started = self.start_write(request)
+                if isinstance(started, dict):
+                    return started
+                index, waiter = started
+                try:
+                    result = await waiter.wait(
+                        self.options.request_timeout_s, partial(self.timeout_error, index)
+                    )
+                finally:
+                    self.driver.forget_proposal(index, waiter)
+                return self.write_reply(result)
             return _bad_request(f"unknown op {op!r}")
         except NotLeader as exc:
             return self._redirect(exc)
         except (Overloaded, ProposalDropped, ProposalTimeout, ProposalLost, ShuttingDown) as exc:
-            return {"ok": False, "error": _error_name(exc), "message": str(exc)}
+            return _error_reply(exc)
 
-    async def _write(self, op: Op, key: str, request: dict[str, Any]) -> Reply:
+    def start_write(self, request: dict[str, Any]) -> Reply | tuple[int, Waiter[ApplyResult]]:
+        """Check a write request and propose it, without waiting: the reply when it is
+        answered at once (refused, redirected), else the entry's index and its waiter."""
+        op, key = request.get("op"), request.get("key")
+        if not isinstance(key, str):
+            return _bad_request("key must be a string")
+        if not isinstance(op, str) or op not in _WRITE_OPS:
+            return _bad_request(f"unknown op {op!r}")
+        kind: Op = _WRITE_OPS[op]
         value, expected = request.get("value"), request.get("expected")
         client, seq = request.get("client", ""), request.get("seq", 0)
-        if op != "delete" and not isinstance(value, str):
-            return _bad_request(f"{op} needs a string value")
+        if kind != "delete" and not isinstance(value, str):
+            return _bad_request(f"{kind} needs a string value")
         if expected is not None and not isinstance(expected, str):
             return _bad_request("expected must be a string or null")
         if not isinstance(client, str) or type(seq) is not int or seq < 0:
             return _bad_request("client must be a string and seq a non-negative int")
-        command = Command(op=op, key=key, value=value, expected=expected)
-        result = await self.driver.propose(
-            command.encode(), client_id=client, seq=seq, timeout_s=self.options.request_timeout_s
+        try:
+            index, _term, waiter = self.driver.propose_nowait(
+                encode_command(kind, key, value, expected), client_id=client, seq=seq
+            )
+        except NotLeader as exc:
+            return self._redirect(exc)
+        except (Overloaded, ProposalDropped, ShuttingDown) as exc:
+            return _error_reply(exc)
+        return index, waiter
+
+    def timeout_error(self, index: int) -> ProposalTimeout:
+        return ProposalTimeout(
+            f"entry {index} not applied on {self.options.node_id} within "
+            f"{self.options.request_timeout_s} s; it may still commit"
         )
+
+    def settled_write_reply(self, waiter: Waiter[ApplyResult]) -> Reply:
+        """The reply to a write whose waiter has its outcome."""
+        try:
+            return self.write_reply(waiter.outcome())
+        except NotLeader as exc:
+            return self._redirect(exc)
+        except (Overloaded, ProposalDropped, ProposalTimeout, ProposalLost, ShuttingDown) as exc:
+            return _error_reply(exc)
+
+    @staticmethod
+    def write_reply(result: ApplyResult) -> Reply:
         reply: Reply = {"ok": result.ok, "value": result.value, "index": result.index}
         reply["duplicate"] = result.duplicate
         if not result.ok:
@@ -323,7 +351,7 @@ class _Node:
                 reply["message"] = result.error
         return reply
 
-    def _status(self) -> Reply:
+    def answer_status(self) -> Reply:
         core = self.driver.core
         return {
             "ok": True,
@@ -373,6 +401,165 @@ _ERROR_NAMES: tuple[tuple[type[Exception], str], ...] = (
 
 def _error_name(exc: Exception) -> str:
     return next(name for kind, name in _ERROR_NAMES if isinstance(exc, kind))
+
+
+def _error_reply(exc: Exception) -> Reply:
+    return {"ok": False, "error": _error_name(exc), "message": str(exc)}
+
+
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
+_DECODE: Final = json.JSONDecoder().decode
+
+
+def encode_command(op: Op, key: str, value: str | None, expected: str | None) -> bytes:
+    """``Command(op=op, key=key, value=value, expected=expected).encode()``, byte for byte
+    (``tests/driver/test_serve.py`` holds them equal): a put, the common write, is formatted
+    directly rather than through a new JSON encoder per call."""
+    if op == "put" and value is not None:
+        return b'{"key":%s,"op":"put","value":%s}' % (
+            _ENCODE(key).encode(),
+            _ENCODE(value).encode(),
+        )
+    return Command(op=op, key=key, value=value, expected=expected).encode()
+
+
+def _encode_reply(request_id: Any, reply: Reply) -> bytes:
+    return _ENCODE({"id": request_id, **reply}).encode() + b"\n"
+
+
+def _encode_applied(request_id: Any, result: ApplyResult) -> bytes:
+    """``_encode_reply(request_id, _Node.write_reply(result))`` for a write that succeeded,
+    byte for byte, without building the dict."""
+    return b'{"id":%s,"ok":true,"value":%s,"index":%d,"duplicate":%s}\n' % (
+        _ENCODE(request_id).encode(),
+        _ENCODE(result.value).encode(),
+        result.index,
+        b"true" if result.duplicate else b"false",
+    )
+
+
+@final
+class _Connection:
+    """One client connection, served without a task per request.
+
+    The receive loop parses every line of each chunk as it arrives. A write is proposed at
+    once (``_Node.start_write``); its reply is queued by the waiter's callback when the
+    entry is applied (or fails), from the driver's task. ``status`` is answered at once;
+    anything else (``get``, which waits for a read index) gets a task. The send loop writes
+    every reply queued so far in one ``send_all``, and gives a write that has waited
+    ``request_timeout_s`` its ``timeout`` reply. Replies go out in completion order.
+    """
+
+    def __init__(self, node: _Node, stream: trio.SocketStream) -> None:
+        self._node = node
+        self._stream = stream
+        self._timeout_s = node.options.request_timeout_s
+        self._outbox: list[bytes] = []
+        self._wake = trio.Event()
+        # Writes waiting for their outcome, in arrival order (so in deadline order):
+        # (deadline, index, waiter, request id). Answered ones leave from the front lazily.
+        self._waiting: deque[tuple[float, int, Waiter[ApplyResult], Any]] = deque()
+        self._unanswered = 0  # writes proposed and not answered yet
+        self._closing = False
+
+    def queue(self, request_id: Any, reply: Reply) -> None:
+        self._outbox.append(_encode_reply(request_id, reply))
+        self._wake.set()
+
+    async def receive_loop(self, reads: trio.Nursery) -> None:
+        buffer = b""
+        while True:
+            chunk = await self._stream.receive_some(65_536)
+            if not chunk:
+                return
+            *lines, buffer = (buffer + chunk).split(b"\n") if buffer else chunk.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    self._take(line, reads)
+            if len(buffer) > MAX_LINE_BYTES:
+                return
+
+    def _take(self, line: bytes, reads: trio.Nursery) -> None:
+        try:
+            request = _DECODE(line.decode())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            request = None
+        if not isinstance(request, dict):
+            self.queue(None, {"ok": False, "error": "bad_request", "message": "not an object"})
+            return
+        request_id = request.get("id")
+        op = request.get("op")
+        if op in _WRITE_OPS:
+            started = self._node.start_write(request)
+            if isinstance(started, dict):
+                self.queue(request_id, started)
+                return
+            index, waiter = started
+            self._unanswered += 1
+            self._waiting.append((trio.current_time() + self._timeout_s, index, waiter, request_id))
+            waiter.on_done(partial(self._settled, request_id))
+        elif op == "status":
+            self.queue(request_id, self._node.answer_status())
+        else:
+            reads.start_soon(self._answer, request_id, request)
+
+    def _settled(self, request_id: Any, waiter: Waiter[ApplyResult]) -> None:
+        """The waiter's callback: runs in the driver's task, must not raise."""
+        self._unanswered -= 1
+        try:
+            result = waiter.outcome() if waiter.succeeded else None
+            if result is not None and result.ok and type(result.index) is int:
+                self._outbox.append(_encode_applied(request_id, result))
+                self._wake.set()
+                return
+            reply = self._node.settled_write_reply(waiter)
+        except Exception:  # a bug here must not take the driver down
+            logger.exception("serve.reply_failed")
+            reply = {"ok": False, "error": "internal", "message": "see the node's log"}
+        self.queue(request_id, reply)
+
+    async def _answer(self, request_id: Any, request: dict[str, Any]) -> None:
+        self.queue(request_id, await self._node.answer(request))
+
+    def close_when_answered(self) -> None:
+        """No more requests: the send loop ends once every write is answered and sent."""
+        self._closing = True
+        self._wake.set()
+
+    async def send_loop(self) -> None:
+        while True:
+            if not self._outbox:
+                if self._closing and not self._unanswered:
+                    return  # every request read has been answered, and sent
+                with trio.move_on_at(self._next_deadline()):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+            self._expire(trio.current_time())
+            if self._outbox:
+                data = b"".join(self._outbox)
+                self._outbox.clear()
+                await self._stream.send_all(data)
+
+    def _next_deadline(self) -> float:
+        waiting = self._waiting
+        while waiting and waiting[0][2].done:
+            waiting.popleft()
+        return waiting[0][0] if waiting else math.inf
+
+    def _expire(self, now: float) -> None:
+        waiting = self._waiting
+        while waiting and (waiting[0][2].done or waiting[0][0] <= now):
+            _deadline, index, waiter, _request_id = waiting.popleft()
+            if not waiter.done:
+                self._node.driver.forget_proposal(index, waiter)
+                waiter.fail(self._node.timeout_error(index))  # queues the reply via _settled
+
+    def forget_pending(self) -> None:
+        """The connection is gone: stop tracking its writes in the driver."""
+        for _deadline, index, waiter, _request_id in self._waiting:
+            if not waiter.done:
+                self._node.driver.forget_proposal(index, waiter)
+        self._waiting.clear()
 
 
 def _bad_request(message: str) -> Reply:

@@ -1,7 +1,10 @@
 """Datagram transports for the Raft driver: one UDP socket, or an in-memory network.
 
 The driver needs three things from a transport: send one datagram to an address, receive
-the next datagram, and close. ``DatagramTransport`` is that interface. ``UdpTransport`` is
+the next datagram, and close; and, so that a busy node does not pay a trip through the event
+loop per datagram, the same without waiting (``send_nowait``, ``receive_nowait``): the driver
+drains every datagram already queued before it handles what they did, and sends a whole
+``Ready`` in one go. ``DatagramTransport`` is that interface. ``UdpTransport`` is
 one trio UDP socket; ``MemoryNetwork`` hands out ``MemoryTransport`` endpoints that deliver
 to each other in memory, for tests under trio's ``MockClock`` (no sockets, no wall clock).
 
@@ -16,6 +19,7 @@ to and from the ``host:port`` text that command lines and ``Membership`` carry.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Protocol, final
 
@@ -61,8 +65,18 @@ class DatagramTransport(Protocol):
         """Send one datagram. May raise OSError (the driver counts it and goes on)."""
         ...
 
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        """Send one datagram without waiting; False (nothing sent) when the send would have
+        to wait for room, and then ``send`` is the way. May raise OSError, as ``send``."""
+        ...
+
     async def receive(self) -> tuple[bytes, Address]:
         """The next datagram and its source address."""
+        ...
+
+    def receive_nowait(self) -> tuple[bytes, Address] | None:
+        """The next datagram if one is already queued, else None; never waits. May raise
+        ``ConnectionResetError`` or ``ConnectionRefusedError`` as ``receive`` may."""
         ...
 
     def close(self) -> None:
@@ -72,25 +86,32 @@ class DatagramTransport(Protocol):
 
 @final
 class UdpTransport:
-    """One bound UDP socket (``trio.socket``, ``SOCK_DGRAM``)."""
+    """One bound UDP socket: a non-blocking stdlib socket, waited on through trio.
 
-    def __init__(self, sock: trio.socket.SocketType, local_address: Address) -> None:
-        self._sock = sock
+    ``send_nowait`` and ``receive_nowait`` call the socket directly (one system call, no
+    address resolution, no checkpoint); ``send`` and ``receive`` wait with trio's socket
+    wrapper around the same socket.
+    """
+
+    def __init__(self, sock: socket.socket, local_address: Address) -> None:
+        sock.setblocking(False)
+        self._raw = sock
+        self._sock = trio.socket.from_stdlib_socket(sock)
         self._local_address = local_address
 
     @classmethod
     async def bind(cls, address: Address) -> UdpTransport:
         """Bind ``address``; port 0 picks a free port (read it from ``local_address``)."""
         host, port = address
-        family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
-        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        raw = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            await sock.bind((host, port))
+            await trio.socket.from_stdlib_socket(raw).bind((host, port))
         except BaseException:
-            sock.close()
+            raw.close()
             raise
-        bound = sock.getsockname()
-        return cls(sock, (str(bound[0]), int(bound[1])))
+        bound = raw.getsockname()
+        return cls(raw, (str(bound[0]), int(bound[1])))
 
     @property
     def local_address(self) -> Address:
@@ -99,8 +120,22 @@ class UdpTransport:
     async def send(self, data: bytes, address: Address) -> None:
         await self._sock.sendto(data, address)
 
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        try:
+            self._raw.sendto(data, address)
+        except BlockingIOError:
+            return False
+        return True
+
     async def receive(self) -> tuple[bytes, Address]:
         data, source = await self._sock.recvfrom(RECEIVE_BUFFER_BYTES)
+        return data, (str(source[0]), int(source[1]))
+
+    def receive_nowait(self) -> tuple[bytes, Address] | None:
+        try:
+            data, source = self._raw.recvfrom(RECEIVE_BUFFER_BYTES)
+        except BlockingIOError:
+            return None
         return data, (str(source[0]), int(source[1]))
 
     def close(self) -> None:
@@ -177,8 +212,18 @@ class MemoryTransport:
         self._network.deliver(self._address, address, data)
         await trio.lowlevel.checkpoint()
 
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        self._network.deliver(self._address, address, data)
+        return True
+
     async def receive(self) -> tuple[bytes, Address]:
         return await self._inbox.receive()
+
+    def receive_nowait(self) -> tuple[bytes, Address] | None:
+        try:
+            return self._inbox.receive_nowait()
+        except trio.WouldBlock:
+            return None
 
     def close(self) -> None:
         self._network._closed(self)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import trio
 
-from prism.raft.serve import ServeOptions, Started, main, parse_args, serve
+from prism.raft.kv import Command, Op
+from prism.raft.serve import ServeOptions, Started, encode_command, main, parse_args, serve
 from prism.raft.transport import UdpTransport, format_address
 
 
@@ -176,3 +177,62 @@ def test_serve_exits_1_naming_the_damage_in_a_corrupt_data_dir(
     err = capsys.readouterr().err
     assert err.startswith("prism.raft.serve: ")
     assert "wal-0000000000000003.log" in err
+
+
+@pytest.mark.parametrize(
+    ("op", "key", "value", "expected"),
+    [
+        ("put", "k", "v", None),
+        ("put", "", "", None),
+        ("put", 'k"\\\n\u00e9\u2603\U0001f600', 'v"\t\u0000\u00ff', None),
+        ("delete", "k", None, None),
+        ("cas", "k", "w", "v"),
+        ("cas", "k", "w", None),
+    ],
+)
+def test_encode_command_is_byte_for_byte_the_kv_command(
+    op: Op, key: str, value: str | None, expected: str | None
+) -> None:
+    """serve formats puts itself, for speed: the bytes must stay the KV machine's own."""
+    command = Command(op=op, key=key, value=value, expected=expected)
+    assert encode_command(op, key, value, expected) == command.encode()
+    assert Command.decode(encode_command(op, key, value, expected)) == command
+
+
+@pytest.mark.trio
+async def test_serve_answers_every_pipelined_request_before_closing(tmp_path: Path) -> None:
+    """A client that sends a batch of requests and then ends its side of the stream gets
+    every reply (writes included, answered once applied) and then the end of the stream."""
+    transport = await UdpTransport.bind(("127.0.0.1", 0))
+    options = ServeOptions(
+        node_id="solo",
+        listen=transport.local_address,
+        data_dir=tmp_path / "solo",
+        fsync=False,
+        client=("127.0.0.1", 0),
+    )
+    async with trio.open_nursery() as nursery:
+        started: Started = await nursery.start(partial(serve, options, transport=transport))
+        assert started.client is not None
+        client = LineClient(await trio.open_tcp_stream(*started.client))
+        with trio.fail_after(10):
+            while True:
+                if (await client.call(op="status"))["state"] == "leader":
+                    break
+                await trio.sleep(0.01)
+            puts = [{"id": i, "op": "put", "key": f"k{i}", "value": str(i)} for i in range(50)]
+            await client.send(
+                *puts, {"id": "s", "op": "status"}, {"id": "g", "op": "get", "key": "k0"}
+            )
+            await client.stream.send_eof()
+            replies = {}
+            for _ in range(52):
+                reply = await client.reply()
+                replies[reply["id"]] = reply
+            assert await client.stream.receive_some(1) == b""  # then the node closes
+        assert all(replies[i]["ok"] and replies[i]["value"] == str(i) for i in range(50))
+        assert len({replies[i]["index"] for i in range(50)}) == 50
+        assert replies["s"]["state"] == "leader"
+        assert replies["g"]["ok"]
+        await client.stream.aclose()
+        nursery.cancel_scope.cancel()

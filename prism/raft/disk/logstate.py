@@ -115,6 +115,10 @@ class LogState:
 
     def apply(self, record: Record) -> None:
         """Apply one record, or raise ValueError (changing nothing) if ``Bounds`` refuses it."""
+        if type(record) is Entry and self.snapshot_index < record.index <= self.last_index + 1:
+            self._append(record)  # what Bounds.after allows for an entry, without a Bounds
+            self.last_index = record.index
+            return
         after = self.bounds.after(record)
         match record:
             case Entry():
@@ -148,5 +152,10 @@ class LogState:
 
 def check_group(bounds: Bounds, records: Sequence[Record]) -> None:
     """Raise ValueError unless every record of a group may follow the one before it."""
+    snapshot_index, last_index = bounds.snapshot_index, bounds.last_index
     for record in records:
-        bounds = bounds.after(record)
+        if type(record) is Entry and snapshot_index < record.index <= last_index + 1:
+            last_index = record.index  # Bounds.after for an entry it accepts
+            continue
+        bounds = Bounds(snapshot_index, last_index).after(record)
+        snapshot_index, last_index = bounds.snapshot_index, bounds.last_index

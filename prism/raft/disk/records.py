@@ -73,6 +73,9 @@ HEADER: Final = struct.Struct("<IIBB")  # length, crc, type, flags
 HEADER_BYTES: Final = HEADER.size  # 10
 FLAG_GROUP_END: Final = 0x01
 _LENGTH: Final = struct.Struct("<I")
+# One packer for every frame (msgpack.packb builds one per call). Packing runs in C under
+# the GIL, so the storage's worker thread and the event loop never interleave in it.
+_PACK: Final = msgpack.Packer(use_bin_type=True).pack
 MAX_PAYLOAD_BYTES: Final = 2**32 - 1
 WAL_FORMAT: Final = 1
 
@@ -148,7 +151,7 @@ def encode_group(records: list[Record]) -> bytes:
 
 def _frame(record: Record, *, group_end: bool) -> bytes:
     kind, body = _encode_payload(record)
-    payload = msgpack.packb(body, use_bin_type=True)
+    payload = _PACK(body)
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"a record of {len(payload)} bytes does not fit a u32 length")
     flags = FLAG_GROUP_END if group_end else 0
