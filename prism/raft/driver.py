@@ -106,6 +106,7 @@ from prism.errors import (
     ConfigError,
     DecodeError,
     NotLeader,
+    PrismError,
     ProposalTimeout,
     ShuttingDown,
 )
@@ -339,7 +340,23 @@ class RaftDriver(Generic[R]):
                 self._kick()
                 task_status.started()
         finally:
+            self._flush_deferred_hard_state()
             self._shut(f"{self.id} stopped")
+
+    def _flush_deferred_hard_state(self) -> None:
+        """On the way out, write a commit index that was waiting for the next save, so a
+        clean stop leaves the newest one on disk. Blocking, but no write can be in flight
+        now (``_disk`` never abandons its thread), and it is one small record."""
+        deferred = self._deferred_hard_state
+        if deferred is None:
+            return
+        try:
+            self.storage.save(deferred, ())
+        except (OSError, RuntimeError, PrismError) as exc:  # closed or failed storage
+            logger.warning("raft.final_save_failed node=%s error=%s", self.id, exc)
+            return
+        self._deferred_hard_state = None
+        self._durable_hard_state = deferred
 
     async def aclose(self) -> None:
         """Stop: pending requests fail with ``ShuttingDown``, then the tasks are cancelled
