@@ -73,6 +73,20 @@ from prism.raft.messages import (
     RequestVoteReply,
     TimeoutNow,
 )
+from prism.swim.messages import (
+    Ack,
+    Gossip,
+    JoinRefused,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    PushPullReply,
+    SwimMessage,
+)
+
+WireMessage = RaftMessage | SwimMessage
+"""Every message the codec carries: Raft's (tags 1..31) and SWIM's (32..63)."""
 
 PROTOCOL_VERSION: Final = 1
 MAX_DATAGRAM_BYTES: Final = 65_000
@@ -85,8 +99,8 @@ MAX_WIRE_INT: Final = 2**63 - 1
 # APPEND-ONLY. A tag, once released, keeps its message forever: never renumber a tag, never
 # reuse a retired one, add new messages at the end of their range.
 #   1..31   Raft messages
-#   32..63  reserved for SWIM messages (prism.swim), added when the SWIM core lands
-TAGS: Final[dict[int, type[RaftMessage]]] = {
+#   32..63  SWIM messages (prism.swim); 37..39 travel over TCP (push-pull, join refusal)
+TAGS: Final[dict[int, type[WireMessage]]] = {
     1: RequestVote,
     2: RequestVoteReply,
     3: AppendEntries,
@@ -96,6 +110,14 @@ TAGS: Final[dict[int, type[RaftMessage]]] = {
     7: InstallSnapshot,
     8: InstallSnapshotReply,
     9: TimeoutNow,
+    32: Ping,
+    33: Ack,
+    34: PingReq,
+    35: Nack,
+    36: Gossip,
+    37: PushPull,
+    38: PushPullReply,
+    39: JoinRefused,
 }
 
 
@@ -106,10 +128,10 @@ class Envelope:
     version: int
     cluster_id: str
     sender_id: str
-    message: RaftMessage
+    message: WireMessage
 
 
-def encode(msg: RaftMessage, *, cluster_id: str, sender_id: str) -> bytes:
+def encode(msg: WireMessage, *, cluster_id: str, sender_id: str) -> bytes:
     """Encode ``msg`` as one datagram.
 
     Raises ValueError for an empty or too long id, or an int above ``MAX_WIRE_INT``, and
@@ -151,7 +173,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_DATAGRAM_BYTES) -> Envelope:
         raise DecodeError(f"bad sender_id {_show(sender_id)}")
     if type(tag) is not int or tag not in _MESSAGES:
         raise DecodeError(f"unknown message tag {_show(tag)}")
-    message: RaftMessage = _MESSAGES[tag].decode(fields)
+    message: WireMessage = _MESSAGES[tag].decode(fields)
     return Envelope(version=version, cluster_id=cluster_id, sender_id=sender_id, message=message)
 
 

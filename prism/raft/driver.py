@@ -534,8 +534,12 @@ class RaftDriver(Generic[R]):
         if sender == self.id or sender not in self.addresses:
             self.drops["unknown_sender"] += 1
             return False
+        message = envelope.message
+        if not isinstance(message, RaftMessage):
+            self.drops["not_raft"] += 1  # a SWIM datagram sent to the Raft port
+            return False
         self.counters["messages_received"] += 1
-        self.core.step(sender, envelope.message)
+        self.core.step(sender, message)
         return True
 
     async def _ready_loop(self) -> None:

@@ -47,10 +47,10 @@ def updates(draw: st.DrawFn) -> Update:
 
 
 update_tuples = st.lists(updates(), max_size=4).map(tuple)
-messages: st.SearchStrategy[SwimMessage] = st.one_of(
-    st.builds(Ping, seq=small_ints, target=names, reply_to=addresses, updates=update_tuples),
-    st.builds(Ack, seq=small_ints, target=names, updates=update_tuples),
-    st.builds(
+MESSAGE_STRATEGIES: dict[type[SwimMessage], st.SearchStrategy[SwimMessage]] = {
+    Ping: st.builds(Ping, seq=small_ints, target=names, reply_to=addresses, updates=update_tuples),
+    Ack: st.builds(Ack, seq=small_ints, target=names, updates=update_tuples),
+    PingReq: st.builds(
         PingReq,
         seq=small_ints,
         target=names,
@@ -58,12 +58,14 @@ messages: st.SearchStrategy[SwimMessage] = st.one_of(
         reply_to=addresses,
         updates=update_tuples,
     ),
-    st.builds(Nack, seq=small_ints, target=names, updates=update_tuples),
-    st.builds(Gossip, updates=update_tuples),
-    st.builds(PushPull, join=st.booleans(), members=update_tuples),
-    st.builds(PushPullReply, members=update_tuples),
-    st.builds(JoinRefused, name=names, address=addresses, reason=st.text(max_size=20)),
-)
+    Nack: st.builds(Nack, seq=small_ints, target=names, updates=update_tuples),
+    Gossip: st.builds(Gossip, updates=update_tuples),
+    PushPull: st.builds(PushPull, join=st.booleans(), members=update_tuples),
+    PushPullReply: st.builds(PushPullReply, members=update_tuples),
+    JoinRefused: st.builds(JoinRefused, name=names, address=addresses, reason=st.text(max_size=20)),
+}
+"""One strategy per SWIM message (the wire codec's tests use them too)."""
+messages: st.SearchStrategy[SwimMessage] = st.one_of(*MESSAGE_STRATEGIES.values())
 inputs = st.lists(
     st.tuples(st.sampled_from([*NAMES, ""]), messages, st.integers(0, 3)), max_size=40
 )

@@ -26,6 +26,22 @@ from prism.raft.messages import (
     RequestVoteReply,
     TimeoutNow,
 )
+from prism.swim.messages import (
+    Ack,
+    Gossip,
+    JoinRefused,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    PushPullReply,
+    SwimMessage,
+    Update,
+    UpdateKind,
+)
+from tests.swim.test_bad_input import MESSAGE_STRATEGIES as SWIM_STRATEGIES
+
+ALIVE = Update(kind=UpdateKind.ALIVE, node="n1", incarnation=3, address="10.0.0.1:4200")
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -106,6 +122,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         InstallSnapshotReply, term=uints, index=uints, next_offset=uints, done=st.booleans()
     ),
     TimeoutNow: st.builds(TimeoutNow, term=uints),
+    **SWIM_STRATEGIES,
 }
 messages = st.one_of(*STRATEGIES.values())
 encodings = st.builds(wire.encode, messages, cluster_id=ids, sender_id=ids)
@@ -158,6 +175,14 @@ def valid_fields(cls: type[Any]) -> list[object]:
         ),
         InstallSnapshotReply: InstallSnapshotReply(term=3, index=9, next_offset=7, done=False),
         TimeoutNow: TimeoutNow(term=4),
+        Ping: Ping(seq=1, target="n2", reply_to="10.0.0.1:4200", updates=(ALIVE,)),
+        Ack: Ack(seq=1, target="n2", updates=(ALIVE,)),
+        PingReq: PingReq(seq=2, target="n3", target_address="10.0.0.3:4200", reply_to="a:1"),
+        Nack: Nack(seq=2, target="n3"),
+        Gossip: Gossip(updates=(ALIVE,)),
+        PushPull: PushPull(join=True, members=(ALIVE,)),
+        PushPullReply: PushPullReply(members=(ALIVE,)),
+        JoinRefused: JoinRefused(name="n2", address="10.0.0.2:4200", reason="name taken"),
     }
     envelope = msgpack.unpackb(wire.encode(examples[cls], cluster_id="c", sender_id="n1"))
     fields: list[object] = envelope[4]
@@ -172,10 +197,12 @@ def assert_rejected(data: bytes, **kwargs: Any) -> None:
 # --- Round trips and the tag table -----------------------------------------------------------
 
 
-def test_tag_table_covers_every_raft_message() -> None:
-    assert set(wire.TAGS.values()) == set(typing.get_args(RaftMessage))
+def test_tag_table_covers_every_raft_and_swim_message() -> None:
+    raft, swim = set(typing.get_args(RaftMessage)), set(typing.get_args(SwimMessage))
+    assert set(wire.TAGS.values()) == raft | swim
     assert len(TAG_OF) == len(wire.TAGS), "a message type has two tags"
-    assert all(1 <= tag <= 31 for tag in wire.TAGS), "Raft tags are 1..31"
+    assert all(1 <= tag <= 31 for tag, cls in wire.TAGS.items() if cls in raft), "Raft: 1..31"
+    assert all(32 <= tag <= 63 for tag, cls in wire.TAGS.items() if cls in swim), "SWIM: 32..63"
 
 
 def test_strategies_cover_every_message_type() -> None:
