@@ -31,6 +31,7 @@ from prism.raft.kv import KVStateMachine
 from prism.raft.messages import Heartbeat
 from prism.raft.storage import MemoryStorage
 from prism.raft.transport import MemoryNetwork, format_address
+from prism.swim.messages import Gossip
 from prism.wire import encode
 from tests.driver.harness import GatedStorage, MemCluster, put, wait_until
 
@@ -286,8 +287,8 @@ async def test_driver_read_dropped_by_a_deposed_leader_raises_not_leader(
 async def test_driver_counts_and_drops_bad_datagrams(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Malformed bytes, another cluster's traffic and unknown senders are counted by reason
-    and dropped; the node keeps working."""
+    """Malformed bytes, another cluster's traffic, unknown senders and SWIM datagrams are
+    counted by reason and dropped; the node keeps working."""
     async with trio.open_nursery() as nursery:
         cluster = MemCluster(nursery)
         await cluster.start_all()
@@ -302,12 +303,18 @@ async def test_driver_counts_and_drops_bad_datagrams(
             encode(beat, cluster_id="another-cluster", sender_id="n2"),
             encode(beat, cluster_id="prism", sender_id="n9"),
             encode(beat, cluster_id="prism", sender_id="n1"),  # claims to be the receiver
+            encode(Gossip(updates=()), cluster_id="prism", sender_id="n2"),  # SWIM, wrong port
         ]
         for data in datagrams:
             await stranger.send(data, target)
         drops = cluster["n1"].drops
         await wait_until(lambda: sum(drops.values()) == len(datagrams))
-        assert drops == {"malformed": 3, "foreign_cluster": 1, "unknown_sender": 2}
+        assert drops == {
+            "malformed": 3,
+            "foreign_cluster": 1,
+            "unknown_sender": 2,
+            "not_raft": 1,
+        }
         assert cluster["n1"].statistics()["drops.malformed"] == 3
         assert cluster["n1"].core.term < 99  # nothing of it reached the core
         assert (await cluster[leader].propose(put("k", "v"), timeout_s=5)).ok
