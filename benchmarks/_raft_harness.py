@@ -21,6 +21,7 @@ port, for instance).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -481,3 +482,38 @@ class ProcessCluster(Cluster):
 
     def pids(self) -> dict[str, int]:
         return {name: node.process.pid for name, node in self._nodes.items()}
+
+
+def add_cluster_options(
+    parser: argparse.ArgumentParser, *, fsync: str, peer: str, peer_help: str
+) -> None:
+    """``--fsync``, ``--peer`` and ``--nodes``, as every Raft benchmark takes them."""
+    parser.add_argument(
+        "--fsync",
+        choices=["on", "off", "both"],
+        default=fsync,
+        help=f"Prism's fsync (default: {fsync}); PySyncObj never fsyncs",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=["pysyncobj", "none"],
+        default=peer,
+        help=f"{peer_help} (default: {peer})",
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="cluster size (default: 3)")
+
+
+def add_write_stream_options(parser: argparse.ArgumentParser) -> None:
+    """The steady write stream of the failover and stability benchmarks."""
+    parser.add_argument(
+        "--write-interval-ms",
+        type=float,
+        default=10.0,
+        help="one write every this many ms (default: 10)",
+    )
+    parser.add_argument(
+        "--write-timeout", type=float, default=2.0, help="give up on one write (default: 2 s)"
+    )
+    parser.add_argument(
+        "--value-bytes", type=int, default=100, help="value size in bytes (default: 100)"
+    )

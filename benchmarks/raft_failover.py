@@ -44,6 +44,8 @@ from benchmarks._raft_harness import (
     PutRejected,
     System,
     Target,
+    add_cluster_options,
+    add_write_stream_options,
     describe_error,
     emit_record,
     find_leader,
@@ -273,19 +275,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--trials", type=int, default=20, help="trials per system (default: 20)")
-    parser.add_argument(
-        "--peer",
-        choices=["pysyncobj", "none"],
-        default="pysyncobj",
-        help="also run PySyncObj, batched and not (default: pysyncobj)",
+    add_cluster_options(
+        parser, fsync="on", peer="pysyncobj", peer_help="also run PySyncObj, batched and not"
     )
-    parser.add_argument(
-        "--fsync",
-        choices=["on", "off", "both"],
-        default="on",
-        help="Prism's fsync (default: on); PySyncObj never fsyncs",
-    )
-    parser.add_argument("--nodes", type=int, default=3, help="cluster size (default: 3)")
     parser.add_argument(
         "--settle", type=float, default=1.0, help="seconds of writes before the kill (default: 1)"
     )
@@ -295,18 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100.0,
         help="random extra delay before the kill, in [0, this) ms (default: 100)",
     )
-    parser.add_argument(
-        "--write-interval-ms",
-        type=float,
-        default=10.0,
-        help="one write every this many ms (default: 10)",
-    )
-    parser.add_argument(
-        "--write-timeout", type=float, default=2.0, help="give up on one write (default: 2 s)"
-    )
-    parser.add_argument(
-        "--value-bytes", type=int, default=100, help="value size in bytes (default: 100)"
-    )
+    add_write_stream_options(parser)
     parser.add_argument(
         "--cap", type=float, default=30.0, help="give up on a trial after this (default: 30 s)"
     )

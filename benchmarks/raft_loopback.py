@@ -41,6 +41,7 @@ from benchmarks._raft_harness import (
     PutRejected,
     System,
     Target,
+    add_cluster_options,
     describe_error,
     emit_record,
     find_leader,
@@ -258,24 +259,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[100, 1024],
         help="value size in bytes; a comma-separated list runs each (default: 100,1024)",
     )
-    parser.add_argument(
-        "--fsync",
-        choices=["on", "off", "both"],
-        default="both",
-        help="Prism's fsync (default: both, off first); PySyncObj never fsyncs",
-    )
-    parser.add_argument(
-        "--peer",
-        choices=["pysyncobj", "none"],
-        default="pysyncobj",
-        help="also run PySyncObj, batched and not (default: pysyncobj)",
+    add_cluster_options(
+        parser,
+        fsync="both",
+        peer="pysyncobj",
+        peer_help="also run PySyncObj, batched and not",
     )
     parser.add_argument(
         "--pysyncobj-journal",
         action="store_true",
         help="give PySyncObj a journal file (never fsynced) instead of its in-memory log",
     )
-    parser.add_argument("--nodes", type=int, default=3, help="cluster size (default: 3)")
     parser.add_argument("--keys", type=int, default=1024, help="distinct keys (default: 1024)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything (default: 1)")
     parser.add_argument(

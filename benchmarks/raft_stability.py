@@ -47,6 +47,8 @@ from benchmarks._raft_harness import (
     PutRejected,
     System,
     Target,
+    add_cluster_options,
+    add_write_stream_options,
     describe_error,
     emit_record,
     find_leader,
@@ -313,36 +315,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.cpu_count() or 1,
         help="spinning processes started beside the cluster (default: one per CPU)",
     )
-    parser.add_argument(
-        "--fsync",
-        choices=["on", "off", "both"],
-        default="on",
-        help="Prism's fsync (default: on); PySyncObj never fsyncs",
+    add_cluster_options(
+        parser,
+        fsync="on",
+        peer="none",
+        peer_help="also run PySyncObj, batched and not, after Prism",
     )
-    parser.add_argument(
-        "--peer",
-        choices=["pysyncobj", "none"],
-        default="none",
-        help="also run PySyncObj, batched and not, after Prism (default: none)",
-    )
-    parser.add_argument("--nodes", type=int, default=3, help="cluster size (default: 3)")
-    parser.add_argument(
-        "--write-interval-ms",
-        type=float,
-        default=10.0,
-        help="one write every this many ms (default: 10)",
-    )
+    add_write_stream_options(parser)
     parser.add_argument(
         "--inflight",
         type=int,
         default=0,
         help="writes kept in flight back to back besides the stream (default: 0)",
-    )
-    parser.add_argument(
-        "--write-timeout", type=float, default=2.0, help="give up on one write (default: 2 s)"
-    )
-    parser.add_argument(
-        "--value-bytes", type=int, default=100, help="value size in bytes (default: 100)"
     )
     parser.add_argument(
         "--poll-ms", type=float, default=50.0, help="status poll interval (default: 50 ms)"
