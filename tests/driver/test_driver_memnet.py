@@ -186,16 +186,24 @@ async def test_driver_proposal_times_out_without_a_quorum(
         nursery.cancel_scope.cancel()
 
 
+async def _isolated_leader_with_a_pending_proposal(
+    nursery: trio.Nursery,
+) -> tuple[MemCluster, str, Outcome]:
+    """A leader cut off from its followers, holding one proposal that cannot commit."""
+    cluster = MemCluster(nursery)
+    await cluster.start_all()
+    leader = await cluster.wait_leader()
+    cluster.isolate(leader)
+    pending = await propose_in_background(nursery, cluster, leader, put("k", "v"), timeout_s=60)
+    await wait_until(lambda: cluster[leader].statistics()["pending_proposals"] == 1)
+    return cluster, leader, pending
+
+
 async def test_driver_aclose_fails_pending_requests_with_shutting_down(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        cluster = MemCluster(nursery)
-        await cluster.start_all()
-        leader = await cluster.wait_leader()
-        cluster.isolate(leader)
-        pending = await propose_in_background(nursery, cluster, leader, put("k", "v"), timeout_s=60)
-        await wait_until(lambda: cluster[leader].statistics()["pending_proposals"] == 1)
+        cluster, leader, pending = await _isolated_leader_with_a_pending_proposal(nursery)
         await cluster[leader].aclose()
         await pending.done.wait()
         assert isinstance(pending.error, ShuttingDown)
@@ -211,12 +219,7 @@ async def test_driver_cancellation_fails_pending_requests_with_shutting_down(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        cluster = MemCluster(nursery)
-        await cluster.start_all()
-        leader = await cluster.wait_leader()
-        cluster.isolate(leader)
-        pending = await propose_in_background(nursery, cluster, leader, put("k", "v"), timeout_s=60)
-        await wait_until(lambda: cluster[leader].statistics()["pending_proposals"] == 1)
+        cluster, leader, pending = await _isolated_leader_with_a_pending_proposal(nursery)
         cluster.stop(leader)
         await pending.done.wait()
         assert isinstance(pending.error, ShuttingDown)
