@@ -1,6 +1,8 @@
 """A small key-value state machine driven by the Raft log: put, delete, compare-and-set.
 
-Commands are JSON objects (the cores may not depend on msgpack); values are strings.
+Commands are a small binary format (see ``Command``; every node decodes every command, so
+its cost counts once per node per write, and JSON cost three times what this does); values are
+strings. Snapshots stay JSON: they are rare, and readable when dumped.
 Exactly-once (thesis §6.3): an entry that carries a ``client_id`` and ``seq`` is applied at
 most once per client and sequence number, and a retry gets the first application's result.
 A client may have many commands in flight, and they may commit in any order, so a session
@@ -14,8 +16,9 @@ deterministically (by log time, as LogCabin does) comes with the daemon's client
 from __future__ import annotations
 
 import heapq
+import struct
 from dataclasses import dataclass
-from typing import Literal, final
+from typing import Final, Literal, final
 
 from prism.raft.jsonbody import dump_object, load_object
 from prism.raft.messages import Entry, EntryKind
@@ -23,34 +26,89 @@ from prism.raft.messages import Entry, EntryKind
 Op = Literal["put", "delete", "cas"]
 
 
+_PUT: Final = ord("P")
+_DELETE: Final = ord("D")
+_CAS: Final = ord("C")
+_CAS_ABSENT: Final = ord("A")  # a cas whose expected value is "absent"
+_LENGTH: Final = struct.Struct(">I")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
+    """One write. Encoded as an op byte, then each string as a 4-byte big-endian length and
+    its UTF-8 bytes: ``P key value``, ``D key``, ``C key expected value`` and, for a cas that
+    expects the key to be absent, ``A key value``. Nothing may follow the last field."""
+
     op: Op
     key: str
     value: str | None = None
     expected: str | None = None  # for cas: the value required now; None means "absent"
 
     def encode(self) -> bytes:
-        body: dict[str, str | None] = {"op": self.op, "key": self.key}
-        if self.op != "delete":
-            body["value"] = self.value
-        if self.op == "cas":
-            body["expected"] = self.expected
-        return dump_object(body)
+        return encode_command(self.op, self.key, self.value, self.expected)
 
     @classmethod
     def decode(cls, data: bytes) -> Command:
         """Parse a command; raises ValueError on anything malformed."""
-        body = load_object(data, "command")
-        op, key = body.get("op"), body.get("key")
-        value, expected = body.get("value"), body.get("expected")
-        if op not in ("put", "delete", "cas") or not isinstance(key, str):
-            raise ValueError("command needs op put|delete|cas and a string key")
-        if op != "delete" and not isinstance(value, str):
-            raise ValueError(f"{op} needs a string value")
-        if expected is not None and not isinstance(expected, str):
-            raise ValueError("expected must be a string or null")
-        return cls(op=op, key=key, value=value, expected=expected)
+        if not data:
+            raise ValueError("command is empty")
+        tag = data[0]
+        try:
+            if tag == _PUT:
+                key, value = _strings(data, 2)
+                return cls(op="put", key=key, value=value)
+            if tag == _DELETE:
+                (key,) = _strings(data, 1)
+                return cls(op="delete", key=key)
+            if tag == _CAS:
+                key, expected, value = _strings(data, 3)
+                return cls(op="cas", key=key, value=value, expected=expected)
+            if tag == _CAS_ABSENT:
+                key, value = _strings(data, 2)
+                return cls(op="cas", key=key, value=value)
+        except struct.error:
+            raise ValueError("command is truncated") from None
+        raise ValueError(f"unknown command op byte 0x{tag:02x}")
+
+
+def encode_command(op: Op, key: str, value: str | None, expected: str | None) -> bytes:
+    """``Command(op=op, key=key, value=value, expected=expected).encode()`` without building
+    the dataclass (the client port calls this once per write). Raises ValueError when a put
+    or cas has no value."""
+    key_bytes = key.encode()
+    if op == "delete":
+        return b"D" + _LENGTH.pack(len(key_bytes)) + key_bytes
+    if value is None:
+        raise ValueError(f"{op} needs a value")
+    value_bytes = value.encode()
+    head = _LENGTH.pack(len(key_bytes)) + key_bytes
+    tail = _LENGTH.pack(len(value_bytes)) + value_bytes
+    if op == "put":
+        return b"P" + head + tail
+    if op != "cas":
+        raise ValueError(f"unknown op {op!r}")
+    if expected is None:
+        return b"A" + head + tail
+    expected_bytes = expected.encode()
+    return b"C" + head + _LENGTH.pack(len(expected_bytes)) + expected_bytes + tail
+
+
+def _strings(data: bytes, count: int) -> list[str]:
+    """``count`` length-prefixed UTF-8 strings after the op byte, filling ``data`` exactly.
+    Raises ValueError (bad UTF-8, lengths that do not add up) or struct.error (truncated)."""
+    strings = []
+    position = 1
+    for _ in range(count):
+        (length,) = _LENGTH.unpack_from(data, position)
+        position += 4
+        end = position + length
+        if end > len(data):
+            raise ValueError("command is truncated")
+        strings.append(data[position:end].decode())
+        position = end
+    if position != len(data):
+        raise ValueError("command has trailing bytes")
+    return strings
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,7 @@ from prism.raft.config import RaftConfig
 from prism.raft.disk import DiskStorage
 from prism.raft.driver import DriverConfig, RaftDriver, core_from_storage
 from prism.raft.driver_requests import Waiter
-from prism.raft.kv import ApplyResult, Command, KVStateMachine, Op
+from prism.raft.kv import ApplyResult, KVStateMachine, Op, encode_command
 from prism.raft.membership import Membership
 from prism.raft.ready import Note
 from prism.raft.storage import MemoryStorage, Storage
@@ -317,9 +317,11 @@ class _Node:
         if not isinstance(client, str) or type(seq) is not int or seq < 0:
             return _bad_request("client must be a string and seq a non-negative int")
         try:
-            index, _term, waiter = self.driver.propose_nowait(
-                encode_command(kind, key, value, expected), client_id=client, seq=seq
-            )
+            command = encode_command(kind, key, value, expected)
+        except UnicodeEncodeError:  # JSON can carry lone surrogates ("\ud800"); UTF-8 cannot
+            return _bad_request("key and values must be valid Unicode text")
+        try:
+            index, _term, waiter = self.driver.propose_nowait(command, client_id=client, seq=seq)
         except NotLeader as exc:
             return self._redirect(exc)
         except (Overloaded, ProposalDropped, ShuttingDown) as exc:
@@ -409,18 +411,6 @@ def _error_reply(exc: Exception) -> Reply:
 
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 _DECODE: Final = json.JSONDecoder().decode
-
-
-def encode_command(op: Op, key: str, value: str | None, expected: str | None) -> bytes:
-    """``Command(op=op, key=key, value=value, expected=expected).encode()``, byte for byte
-    (``tests/driver/test_serve.py`` holds them equal): a put, the common write, is formatted
-    directly rather than through a new JSON encoder per call."""
-    if op == "put" and value is not None:
-        return b'{"key":%s,"op":"put","value":%s}' % (
-            _ENCODE(key).encode(),
-            _ENCODE(value).encode(),
-        )
-    return Command(op=op, key=key, value=value, expected=expected).encode()
 
 
 def _encode_reply(request_id: Any, reply: Reply) -> bytes:

@@ -4,8 +4,10 @@ of one client in flight, and its snapshots."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from prism.raft.kv import SESSION_WINDOW, ApplyResult, Command, KVStateMachine
+from prism.raft.kv import SESSION_WINDOW, ApplyResult, Command, KVStateMachine, Op, encode_command
 from prism.raft.messages import Entry
 
 
@@ -78,3 +80,63 @@ def test_snapshot_round_trip_keeps_sessions() -> None:
 def test_restore_rejects_what_is_not_a_snapshot(data: bytes) -> None:
     with pytest.raises(ValueError, match="not a key-value snapshot"):
         KVStateMachine().restore(data)
+
+
+_TEXT = st.text()  # lone surrogates included: encode must refuse them, not mangle them
+
+
+@given(
+    op=st.sampled_from(["put", "delete", "cas"]),
+    key=_TEXT,
+    value=_TEXT,
+    expected=st.none() | _TEXT,
+)
+def test_command_encoding_round_trips(op: Op, key: str, value: str, expected: str | None) -> None:
+    command = Command(
+        op=op,
+        key=key,
+        value=None if op == "delete" else value,
+        expected=expected if op == "cas" else None,
+    )
+    try:
+        data = command.encode()
+    except UnicodeEncodeError:
+        assert any(0xD800 <= ord(c) <= 0xDFFF for c in key + value + (expected or ""))
+        return
+    assert Command.decode(data) == command
+    assert encode_command(command.op, command.key, command.value, command.expected) == data
+
+
+@given(st.binary(max_size=64))
+def test_decoding_garbage_raises_value_error_or_yields_the_same_bytes(data: bytes) -> None:
+    """Any other exception would escape ``KVStateMachine.apply`` and stop the node."""
+    try:
+        command = Command.decode(data)
+    except ValueError:
+        return
+    assert command.encode() == data  # one encoding per command: nothing was glossed over
+
+
+@pytest.mark.parametrize(
+    ("data", "complaint"),
+    [
+        (b"", "empty"),
+        (b"X\x00\x00\x00\x01k", "unknown command op byte 0x58"),
+        (b"P\x00\x00\x00\x05k", "truncated"),
+        (b"P\x00\x00", "truncated"),
+        (b"D\x00\x00\x00\x01kz", "trailing bytes"),
+        (b"D\x00\x00\x00\x01\xff", "utf-8"),
+    ],
+)
+def test_a_malformed_command_applies_as_a_failed_entry(data: bytes, complaint: str) -> None:
+    """A bad command in the log (written by a buggy client) fails that entry, not the node."""
+    kv = KVStateMachine()
+    result = kv.apply(Entry(term=1, index=1, data=data))
+    assert not result.ok
+    assert complaint in result.error
+    assert kv.applied_index == 1
+
+
+def test_encoding_a_put_without_a_value_is_refused() -> None:
+    with pytest.raises(ValueError, match="put needs a value"):
+        encode_command("put", "k", None, None)

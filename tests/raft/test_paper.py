@@ -529,7 +529,8 @@ def test_pipeline_limits_unanswered_appends() -> None:
 def test_batch_limited_by_bytes_but_never_empty() -> None:
     """Thesis §10.2.1 (batching): an AppendEntries carries entries up to ``max_append_bytes``,
     but always at least one, however large."""
-    budget = 150
+    entry_cost = len(put("k0", "v")) + 16  # what RaftLog.batch_from counts per entry
+    budget = 2 * entry_cost + entry_cost // 2  # room for two small entries, never four
     c = Cluster(3, config=dataclasses.replace(LAN, max_append_bytes=budget))
     c.elect("n1")
     c.cut("n1", "n3")
