@@ -47,12 +47,8 @@ Ordering guarantees
   (ReadIndex, thesis §6.4); its answer is computed with no checkpoint in between.
 * Ticks and received messages keep stepping the core while a write is in progress; their
   output waits for the next ``Ready``.
-* An AppendEntries without entries that a leader sends (telling a follower its new commit
-  index) is held until the next tick, and dropped if an append that carries that commit
-  index or a later one goes to the same follower first, or if this node no longer leads in
-  that term by the tick: under load the next batch of entries tells the follower anyway, so
-  the follower is spared a save and an answer per batch. To Raft this is a datagram delayed
-  by up to one tick, or lost: it tolerates both. Nothing else is held.
+* A leader's commit-only appends are held until the next tick (``prism.raft.notices``,
+  shared with the simulator). Nothing else is held.
 
 Persistence and cancellation
 ----------------------------
@@ -114,7 +110,8 @@ from prism.raft.config import RaftConfig
 from prism.raft.core import RaftCore, Role
 from prism.raft.driver_requests import PendingRequests, Waiter
 from prism.raft.membership import Membership
-from prism.raft.messages import AppendEntries, Entry, RaftMessage
+from prism.raft.messages import Entry, RaftMessage
+from prism.raft.notices import NoticeHold
 from prism.raft.ready import HardState, Note, Outbound, Ready
 from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage, Storage
@@ -269,7 +266,7 @@ class RaftDriver(Generic[R]):
         self._disk_seconds_total = 0.0
         self._disk_seconds_max = 0.0
         # Commit-only appends waiting for the next tick, by follower (see the module doc).
-        self._held: dict[str, Outbound] = {}
+        self._notices = NoticeHold()  # commit-only appends held until the next tick
         # The hard state last written, and one that differs from it only in its commit
         # index, waiting for the next save (see the module doc).
         self._durable_hard_state = storage.hard_state
@@ -589,23 +586,14 @@ class RaftDriver(Generic[R]):
         Commit-only appends are held for the next tick instead (see the module doc)."""
         transport = self.transport
         cluster_id = self.config.cluster_id
-        held = self._held
+        notices = self._notices
         leading = self.core.role is Role.LEADER
         last: RaftMessage | None = None
         data = b""
         sent = 0
         for out in outbound:
-            message = out.message
-            if type(message) is AppendEntries:
-                if not message.entries and leading:
-                    if out.to in held:
-                        self.counters["commit_notices_superseded"] += 1
-                    held[out.to] = out  # a newer notice replaces an older one
-                    continue
-                before = held.get(out.to)
-                if before is not None and _tells_as_much(message, before.message):
-                    del held[out.to]
-                    self.counters["commit_notices_superseded"] += 1
+            if not notices.admit(out, leading=leading):
+                continue
             address = self.addresses.get(out.to)
             if address is None:
                 self.counters["send_no_address"] += 1
@@ -641,23 +629,19 @@ class RaftDriver(Generic[R]):
         await trio.lowlevel.checkpoint_if_cancelled()
 
     def _send_held(self) -> None:
-        """Send the commit-only appends held since the last tick, unless this node no
-        longer leads in their term: a follower would take one for a sign of a live leader."""
-        if not self._held:
+        """Send the commit-only appends held since the last tick (``prism.raft.notices``)."""
+        notices = self._notices
+        if not notices:
             return
-        held = list(self._held.values())
-        self._held.clear()
-        if self.core.role is not Role.LEADER:
-            return
-        for out in held:
-            message = out.message
+        core = self.core
+        for out in notices.release(leading=core.role is Role.LEADER, term=core.term):
             address = self.addresses.get(out.to)
-            if address is None or message.term != self.core.term:
+            if address is None:
                 continue
-            data = encode(message, cluster_id=self.config.cluster_id, sender_id=self.id)
+            data = encode(out.message, cluster_id=self.config.cluster_id, sender_id=self.id)
             try:
                 if not self.transport.send_nowait(data, address):
-                    self._held.setdefault(out.to, out)  # no room now: the next tick
+                    notices.hold_again(out)  # no room now: the next tick
                     continue
             except OSError as exc:
                 self.counters["send_errors"] += 1
@@ -665,6 +649,7 @@ class RaftDriver(Generic[R]):
                 continue
             self.counters["messages_sent"] += 1
             self.counters["commit_notices_sent"] += 1
+        self.counters["commit_notices_superseded"] = notices.superseded
 
     async def _disk(self, write: Callable[[], None]) -> None:
         """Run one storage write: in a worker thread that cancellation waits for (see the
@@ -764,15 +749,6 @@ class RaftDriver(Generic[R]):
                 logger.warning(
                     "raft.bad_address node=%s member=%s address=%r", self.id, node_id, text
                 )
-
-
-def _tells_as_much(append: AppendEntries, notice: RaftMessage) -> bool:
-    """Whether ``append`` tells its follower all that the held commit-only ``notice`` does."""
-    return (
-        type(notice) is AppendEntries
-        and notice.term == append.term
-        and notice.leader_commit <= append.leader_commit
-    )
 
 
 @asynccontextmanager

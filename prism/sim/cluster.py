@@ -26,7 +26,8 @@ from prism.raft.config import RaftConfig
 from prism.raft.core import RaftCore, Role
 from prism.raft.kv import Command, KVStateMachine
 from prism.raft.messages import RaftMessage
-from prism.raft.ready import Ready
+from prism.raft.notices import NoticeHold
+from prism.raft.ready import Outbound, Ready
 from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage
 from prism.sim.invariants import Checkers
@@ -98,6 +99,7 @@ class SimNode:
     persisting: bool = False
     incarnation: int = 0
     inbox: list[tuple[str, RaftMessage]] = field(default_factory=list)
+    notices: NoticeHold = field(default_factory=NoticeHold)  # the driver's held notices
     deferred: list[Callable[[], None]] = field(default_factory=list)  # run on resume
     writes: dict[int, tuple[ClientRequest, int, ReplyHandler]] = field(default_factory=dict)
     reads: dict[int, tuple[ClientRequest, ReplyHandler]] = field(default_factory=dict)
@@ -169,6 +171,7 @@ class RaftSim:
         node.paused = False
         node.persisting = False
         node.inbox = []
+        node.notices = NoticeHold()
         node.deferred = []
         node.writes = {}
         node.reads = {}
@@ -241,9 +244,15 @@ class RaftSim:
         if node.incarnation != incarnation:
             return
         self.loop.call_later(self.tick_ns_of[node.id], lambda: self._tick(node, incarnation))
-        if node.paused or node.core is None:
+        core = node.core
+        if node.paused or core is None:
             return
-        node.core.tick()
+        # The driver's order: send the notices held since the last tick, then tick.
+        if node.notices:
+            leading = core.role is Role.LEADER
+            for out in node.notices.release(leading=leading, term=core.term):
+                self.network.send(node.id, out.to, out.message, self._deliver)
+        core.tick()
         self._pump(node)
 
     def _deliver(self, src: str, dst: str, message: object) -> None:
@@ -271,14 +280,21 @@ class RaftSim:
         while core.has_ready():
             ready = core.ready()
             self._observe(node, core, ready)
-            for out in ready.messages:
-                self.network.send(node.id, out.to, out.message, self._deliver)
+            self._send(node, core, ready.messages)
             if ready.must_persist and (self.disk_ns > 0 or node.disk_stalled_until_ns):
                 node.persisting = True
                 delay = max(self.disk_ns, node.disk_stalled_until_ns - self.loop.now_ns)
                 self.loop.call_later(delay, partial(self._persisted, node, node.incarnation, ready))
                 return
             self._finish(node, core, ready)
+
+    def _send(self, node: SimNode, core: RaftCore, messages: Sequence[Outbound]) -> None:
+        leading = core.role is Role.LEADER
+        admit = node.notices.admit
+        send = self.network.send
+        for out in messages:
+            if admit(out, leading=leading):
+                send(node.id, out.to, out.message, self._deliver)
 
     def _persisted(self, node: SimNode, incarnation: int, ready: Ready) -> None:
         if node.incarnation != incarnation:
@@ -296,8 +312,7 @@ class RaftSim:
         if ready.must_persist:
             node.storage.save(ready.hard_state, ready.entries, ready.snapshot)
             self.checkers.persisted(node.id, ready.entries, now, ready.snapshot)
-        for out in ready.messages_after_persist:
-            self.network.send(node.id, out.to, out.message, self._deliver)
+        self._send(node, core, ready.messages_after_persist)
         if ready.snapshot is not None:
             node.kv.restore(ready.snapshot.data)
             self.snapshots_installed += 1
