@@ -104,6 +104,7 @@ from prism.errors import (
     NotLeader,
     PrismError,
     ProposalTimeout,
+    RaftError,
     ShuttingDown,
 )
 from prism.raft.config import RaftConfig
@@ -365,6 +366,37 @@ class RaftDriver(Generic[R]):
         if self._scope is not None:
             self._scope.cancel()
         await self._stopped.wait()
+
+    async def hand_over_leadership(self, *, timeout_s: float) -> str | None:
+        """Before a planned stop: if this node leads, transfer leadership to the most
+        caught-up other voter (``RaftCore.transfer_leadership``) and wait until it has
+        stepped down, so the cluster elects no one by timeout and clients see a redirect,
+        not an outage. Returns the voter it handed over to, or None when this node did not
+        lead, had no other voter, or the transfer failed or outlasted ``timeout_s`` (the
+        caller stops anyway; Raft then elects a leader the usual way). Proposals meanwhile
+        get ``TransferInProgress``."""
+        core = self.core
+        if self._state is not _State.RUNNING or not self._leads():
+            return None
+        try:
+            target = core.transfer_leadership(None)
+        except RaftError as exc:  # no other voter, or a transfer already running
+            logger.info("raft.hand_over_skipped node=%s reason=%s", self.id, exc)
+            return None
+        self._kick()
+        tick_s = core.config.tick_ms / 1000
+        with trio.move_on_after(timeout_s):
+            # Polls the core at tick granularity: the transfer itself is tick-driven.
+            while self._leads() and core.transfer_target == target:  # noqa: ASYNC110
+                await trio.sleep(tick_s)
+        if self._leads():
+            logger.warning("raft.hand_over_failed node=%s target=%s", self.id, target)
+            return None
+        logger.info("raft.handed_over node=%s to=%s term=%d", self.id, target, core.term)
+        return target
+
+    def _leads(self) -> bool:
+        return self.core.role is Role.LEADER
 
     def _shut(self, reason: str) -> None:
         self._state = _State.CLOSED

@@ -14,8 +14,10 @@ client port, and one JSON line goes to stdout::
     {"id": "n1", "raft_port": 7001, "client_port": 8001, "pid": 4242}
 
 Logs go to stderr. SIGINT or SIGTERM stops the node (a write in progress completes first);
-with ``--exit-on-stdin-eof`` so does the end of stdin, so a node never outlives the harness
-that started it even if the harness is killed.
+a leader first hands leadership to its most caught-up follower (``hand_over_leadership``),
+so a planned stop costs the cluster a redirect rather than an election timeout; a second
+signal stops at once. With ``--exit-on-stdin-eof`` the end of stdin stops the node too (no
+hand-over), so a node never outlives the harness that started it even if that is killed.
 
 Client protocol (``--client``): JSON lines over TCP, one object per line each way, the same
 shape as ``benchmarks/_pysyncobj_node.py``. Requests may be pipelined on one connection;
@@ -118,6 +120,7 @@ class Started:
 
     raft: Address
     client: Address | None
+    driver: RaftDriver[ApplyResult] | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ServeOptions:
@@ -202,7 +205,7 @@ async def serve(
             client = None
             if options.client is not None:
                 client = await _start_client_port(nursery, node, options.client)
-            task_status.started(Started(transport.local_address, client))
+            task_status.started(Started(transport.local_address, client, node.driver))
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_close_storage, storage)
@@ -566,17 +569,34 @@ async def _run(options: ServeOptions) -> None:
             "pid": os.getpid(),
         }
         print(json.dumps(hello), flush=True)
-        nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signals, nursery.cancel_scope, started.driver)
         if options.exit_on_stdin_eof:
             nursery.start_soon(_stop_on_stdin_eof, nursery.cancel_scope)
 
 
-async def _stop_on_signals(scope: trio.CancelScope) -> None:
+HAND_OVER_TIMEOUT_S = 1.0
+"""How long a stopping leader waits for its transfer: the core aborts one after the minimum
+election timeout (200 ms on LAN timing), so this is only a bound for a stuck one."""
+
+
+async def _stop_on_signals(scope: trio.CancelScope, driver: RaftDriver[ApplyResult] | None) -> None:
+    """The first SIGINT or SIGTERM hands leadership over (when this node leads), then stops
+    the node; a second one stops it at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            logger.info("raft.stopping signal=%s", signal.Signals(signum).name)
-            scope.cancel()
-            return
+        async with trio.open_nursery() as stopping:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stopping.child_tasks or driver is None:
+                    logger.info("raft.stopping signal=%s now=true", name)
+                    scope.cancel()
+                    return
+                logger.info("raft.stopping signal=%s", name)
+                stopping.start_soon(_hand_over_then_stop, scope, driver)
+
+
+async def _hand_over_then_stop(scope: trio.CancelScope, driver: RaftDriver[ApplyResult]) -> None:
+    await driver.hand_over_leadership(timeout_s=HAND_OVER_TIMEOUT_S)
+    scope.cancel()
 
 
 async def _stop_on_stdin_eof(scope: trio.CancelScope) -> None:

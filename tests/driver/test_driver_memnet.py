@@ -487,3 +487,43 @@ async def test_open_raft_driver_runs_a_single_node_for_its_block(
     with pytest.raises(ShuttingDown):
         await solo.propose(put("k", "w"), timeout_s=1)
     network.open(here).close()  # the driver closed its transport: the address is free
+
+
+async def test_driver_hands_over_leadership_before_a_planned_stop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Graceful shutdown: the leader transfers leadership (TimeoutNow) and steps down, the
+    target leads in the next term without an election timeout, and writes go on there."""
+    async with trio.open_nursery() as nursery:
+        cluster = MemCluster(nursery)
+        await cluster.start_all()
+        old = await cluster.wait_leader()
+        await cluster[old].propose(put("before", "1"), timeout_s=5)
+        term = cluster[old].core.term
+        follower = next(n for n in cluster.ids if n != old)
+        assert await cluster[follower].hand_over_leadership(timeout_s=1) is None
+        started = trio.current_time()
+        target = await cluster[old].hand_over_leadership(timeout_s=1)
+        assert target is not None
+        assert target != old
+        assert cluster[old].core.role is Role.FOLLOWER
+        await cluster.wait_leader()
+        assert cluster.leader() == target
+        assert cluster[target].core.term == term + 1
+        # Well under the minimum election timeout (200 ms on LAN timing): no one timed out.
+        assert trio.current_time() - started < 0.2
+        await cluster.stop_and_wait(old)
+        assert (await cluster[target].propose(put("after", "2"), timeout_s=5)).ok
+        nursery.cancel_scope.cancel()
+
+
+async def test_driver_hand_over_without_another_voter_returns_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = MemCluster(nursery, size=1)
+        await cluster.start_all()
+        leader = await cluster.wait_leader()
+        assert await cluster[leader].hand_over_leadership(timeout_s=1) is None
+        assert cluster[leader].core.role is Role.LEADER
+        nursery.cancel_scope.cancel()
