@@ -177,6 +177,10 @@ class Cluster(ABC):
     def kill(self, name: str) -> None:
         """SIGKILL node ``name`` (no goodbye, sockets closed by the kernel)."""
 
+    @abstractmethod
+    def terminate(self, name: str) -> None:
+        """SIGTERM node ``name``: a planned stop, done however the system does one."""
+
 
 class System(ABC):
     """A Raft implementation and mode, as it appears in the JSON lines."""
@@ -226,6 +230,10 @@ class NodeProcess:
     def kill(self) -> None:
         if self.process.returncode is None:
             self.process.kill()  # SIGKILL on POSIX
+
+    def terminate(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()  # SIGTERM on POSIX
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
@@ -479,6 +487,9 @@ class ProcessCluster(Cluster):
 
     def kill(self, name: str) -> None:
         self._nodes[name].kill()
+
+    def terminate(self, name: str) -> None:
+        self._nodes[name].terminate()
 
     def pids(self) -> dict[str, int]:
         return {name: node.process.pid for name, node in self._nodes.items()}

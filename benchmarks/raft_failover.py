@@ -22,6 +22,7 @@ same figures for ``leader`` as ``leader_median_s``, ``leader_p99_s``, ``leader_m
 With 20 trials, p99 is the maximum.
 
     python -m benchmarks.raft_failover                   # 20 trials per system
+    python -m benchmarks.raft_failover --signal term     # a planned stop instead of a crash
     python -m benchmarks.raft_failover --trials 5 --per-trial
 """
 
@@ -139,7 +140,10 @@ async def run_trial(
                 state.current = None
                 kill_at = time.monotonic()
                 state.kill_at = kill_at
-                cluster.kill(old)
+                if args.signal == "term":
+                    cluster.terminate(old)
+                else:
+                    cluster.kill(old)
                 with trio.move_on_after(args.cap):
                     new, status, seen = await find_leader({n: targets[n] for n in state.survivors})
                     state.current = new
@@ -255,7 +259,8 @@ async def run(args: argparse.Namespace, chosen: list[System]) -> int:
             "value_bytes": args.value_bytes,
             "cap_s": args.cap,
             "seed": args.seed,
-            "kill": "SIGKILL to the leader's process; a fresh cluster per trial",
+            "kill": f"{_SIGNAL_NAMES[args.signal]} to the leader's process; a fresh cluster "
+            "per trial",
             "system_config": system.describe(),
             "load_average_before": load_before,
             "load_average_after": load_average(),
@@ -263,6 +268,9 @@ async def run(args: argparse.Namespace, chosen: list[System]) -> int:
         }
         emit_record(NAME, top, params, figures)
     return 1 if failures else 0
+
+
+_SIGNAL_NAMES = {"kill": "SIGKILL", "term": "SIGTERM"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -292,6 +300,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cap", type=float, default=30.0, help="give up on a trial after this (default: 30 s)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill jitter (default: 1)")
+    parser.add_argument(
+        "--signal",
+        choices=sorted(_SIGNAL_NAMES),
+        default="kill",
+        help="kill: SIGKILL, a crash (default); term: SIGTERM, a planned stop, in which a "
+        "Prism leader hands leadership over before it exits",
+    )
     parser.add_argument(
         "--start-timeout",
         type=float,
