@@ -4,8 +4,13 @@
 
     PrismError                    base of everything Prism raises on purpose
     ├── DecodeError               bytes from a peer we cannot accept (remote fault: counted)
+    │   └── FrameError            a SWIM stream frame is oversize or cut short (swim.transport)
     ├── ConfigError               a configuration value is out of range (local fault, at startup)
     ├── StorageCorrupt            a data directory fails its checks; names the file and byte offset
+    ├── NameConflict              SWIM: a live member already holds our name (swim.driver)
+    ├── JoinFailed                SWIM: no seed answered within the attempts (swim.driver)
+    ├── SubscriptionOverflow      SWIM: a subscriber fell behind; resync from members()
+    │                             (swim.subscriptions)
     └── RaftError                 a request the Raft core cannot serve right now
         ├── NotLeader             this node does not lead; ``leader_hint`` (and
         │                         ``leader_address``, from a driver) name who might
