@@ -338,6 +338,7 @@ class PrismSwim(SwimSystem):
             sys.executable,
             "-m",
             "prism.swim.member_process",
+            "--exit-on-stdin-eof",  # no member outlives a harness killed before its cleanup
             "--name",
             f"m{index + 1}",
             "--bind",

@@ -33,7 +33,9 @@ Input: JSON lines on stdin::
     {"op": "leave"}                   leave gracefully, then exit with status 0
 
 A line that is not one of these prints ``{"error": "..."}`` and the process goes on. The end
-of stdin changes nothing: the member keeps running until it leaves or is signalled.
+of stdin changes nothing (the member keeps running until it leaves or is signalled), unless
+``--exit-on-stdin-eof`` says to leave then, so a member never outlives a harness that was
+killed before it could stop it.
 
 SIGTERM and SIGINT leave gracefully, then exit 0. Bad arguments print one line on stderr and
 exit 2; a port that cannot be bound, or a join refused because a live member holds the name
@@ -102,6 +104,7 @@ class MemberOptions:
     meta: bytes = b""
     cluster_id: str = "prism"
     seed: int | None = None
+    exit_on_stdin_eof: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +126,9 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberOptions:
     parser.add_argument("--meta", default="", help="metadata text (UTF-8, at most 512 bytes)")
     parser.add_argument("--cluster", default="prism", help="cluster id (1 to 64 characters)")
     parser.add_argument("--seed", type=int, help="seed of the member's random choices")
+    parser.add_argument(
+        "--exit-on-stdin-eof", action="store_true", help="leave when stdin ends (for harnesses)"
+    )
     args = parser.parse_args(argv)
     meta = args.meta.encode("utf-8", "surrogateescape")
     if len(meta) > MAX_META_BYTES:
@@ -151,6 +157,7 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberOptions:
         meta=meta,
         cluster_id=args.cluster,
         seed=args.seed,
+        exit_on_stdin_eof=args.exit_on_stdin_eof,
     )
 
 
@@ -285,9 +292,10 @@ class _CommandReader:
 class _Member:
     """The process around one driver: commands in, events out, and when to stop."""
 
-    def __init__(self, driver: SwimDriver, out: _Output) -> None:
+    def __init__(self, driver: SwimDriver, out: _Output, *, exit_on_stdin_eof: bool) -> None:
         self.driver = driver
         self.out = out
+        self.exit_on_stdin_eof = exit_on_stdin_eof
         self.stop_requested = trio.Event()
         self.exit_code = 0
         self.printer_done = trio.Event()
@@ -325,8 +333,10 @@ class _Member:
         reader = _CommandReader(sys.stdin.fileno() if sys.stdin is not None else 0)
         while True:
             line = await reader.next_line()
-            if line is None:
-                return  # the end of stdin: keep running (see the module docstring)
+            if line is None:  # the end of stdin (see the module docstring)
+                if self.exit_on_stdin_eof:
+                    self.request_stop()
+                return
             self.handle_command(line)
 
     def handle_command(self, line: bytes) -> None:
@@ -392,7 +402,7 @@ async def run_member(options: MemberOptions) -> int:
         core, udp, tcp, config=dataclasses.replace(driver_config, cluster_id=options.cluster_id)
     )
     out = _Output()
-    member = _Member(driver, out)
+    member = _Member(driver, out, exit_on_stdin_eof=options.exit_on_stdin_eof)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(driver.run)

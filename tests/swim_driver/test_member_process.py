@@ -244,6 +244,16 @@ def test_member_process_input_errors_eof_and_name_conflicts() -> None:
         wait_until(lambda: m["b"].meta_of("a") == "after eof", timeout_s=20, members=[m["b"]])
         assert m["b"].process.poll() is None
 
+        # With --exit-on-stdin-eof, the end of stdin is a graceful leave.
+        m["c"] = Member(
+            "c", "--bind", "127.0.0.1:0", "--join", m["a"].address, "--exit-on-stdin-eof"
+        )
+        wait_until(sees([m["a"]], "c", "alive"), timeout_s=10, members=[m["a"]])
+        assert m["c"].process.stdin is not None
+        m["c"].process.stdin.close()
+        assert m["c"].exit_code() == 0
+        wait_until(sees([m["a"]], "c", "left"), timeout_s=10, members=[m["a"]])
+
         # A second live "b" elsewhere is refused: name_conflict printed, exit status 1.
         m["twin"] = Member("b", "--bind", "127.0.0.1:0", "--join", m["a"].address)
         conflict = m["twin"].wait_for(lambda line: line.get("kind") == "name_conflict")
