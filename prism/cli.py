@@ -74,7 +74,10 @@ app = App(
 )
 sim_app = App(
     name="sim",
-    help="Run Prism's Raft on a simulated network: named fault scenarios and seed exploration.",
+    help=(
+        "Run Prism's Raft and SWIM on a simulated network: named fault scenarios and seed "
+        "exploration."
+    ),
 )
 app.command(sim_app)
 
@@ -140,12 +143,15 @@ def _open_for_writing(path: Path, option: str) -> IO[str]:
 
 @sim_app.command(name="list")
 def sim_list() -> int:
-    """List the named scenarios."""
+    """List the named scenarios: Raft's, then SWIM's (``swim-*``)."""
     from prism.sim.scenarios import SCENARIOS
+    from prism.sim.swim_scenarios import SWIM_SCENARIOS
 
-    width = max(len(name) for name in SCENARIOS)
-    for name, scenario in SCENARIOS.items():
-        print(f"{name:<{width}}  {scenario.summary}")
+    summaries = {name: s.summary for name, s in SCENARIOS.items()}
+    summaries.update((name, s.summary) for name, s in SWIM_SCENARIOS.items())
+    width = max(len(name) for name in summaries)
+    for name, summary in summaries.items():
+        print(f"{name:<{width}}  {summary}")
     return EXIT_OK
 
 
@@ -164,6 +170,7 @@ def sim_run(
     clients: int | None = None,
     rate: float | None = None,
     liveness: float = 10.0,
+    lifeguard: bool = True,
     unsafe: UnsafeSwitches = NO_UNSAFE,
     history: Path | None = None,
     schedule: Path | None = None,
@@ -197,6 +204,9 @@ def sim_run(
         Client operations per simulated second, all clients together.
     liveness
         Simulated seconds the healed cluster has to recover.
+    lifeguard
+        SWIM scenarios: Lifeguard's local health multiplier, LHA-suspicion and buddy
+        system (--no-lifeguard switches all three off, to compare).
     history
         Write the client history to this file as JSON lines.
     schedule
@@ -210,9 +220,39 @@ def sim_run(
     """
     from prism.sim.runner import Params, Runner
     from prism.sim.scenarios import SCENARIOS
+    from prism.sim.swim_scenarios import SWIM_SCENARIOS
 
+    if scenario in SWIM_SCENARIOS:
+        raft_only = {
+            "--no-prevote": not prevote,
+            "--no-check-quorum": not check_quorum,
+            "--clients": clients is not None,
+            "--rate": rate is not None,
+            "--liveness": liveness != 10.0,
+            "--history": history is not None,
+            "--schedule": schedule is not None,
+            "--save-schedule": save_schedule is not None,
+            **{"--" + name.replace("_", "-"): value for name, value in unsafe.as_params().items()},
+        }
+        given = [flag for flag, used in raft_only.items() if used]
+        if given:
+            return _error(f"{given[0]} applies to Raft scenarios only, not to {scenario}")
+        return _run_swim(
+            scenario,
+            nodes=nodes,
+            seed=seed,
+            duration=duration,
+            loss=loss,
+            latency=latency,
+            lifeguard=lifeguard,
+            verbose=verbose,
+            output=output,
+        )
+    if not lifeguard:
+        return _error(f"--no-lifeguard applies to SWIM scenarios only, not to {scenario}")
     if scenario not in SCENARIOS:
-        return _error(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+        known = ", ".join([*SCENARIOS, *SWIM_SCENARIOS])
+        return _error(f"unknown scenario {scenario!r}; known: {known}")
     params = Params(
         nodes=nodes,
         seed=seed,
@@ -273,6 +313,45 @@ def sim_run(
 
         setup = RunSetup(__version__, runner.duration_s, runner.link.loss, runner.link.latency_ms)
         print("\n".join(run_lines(result, setup, verbose=verbose)))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _run_swim(
+    scenario: str,
+    *,
+    nodes: int,
+    seed: int,
+    duration: float | None,
+    loss: float | None,
+    latency: float | None,
+    lifeguard: bool,
+    verbose: bool,
+    output: Output,
+) -> int:
+    """``prismctl sim run swim-*``: one SWIM scenario (``prism.sim.swim_scenarios``)."""
+    from prism.sim.swim_render import run_lines
+    from prism.sim.swim_scenarios import SWIM_SCENARIOS, SwimParams, SwimRun
+
+    params = SwimParams(
+        nodes=nodes,
+        seed=seed,
+        duration_s=duration,
+        loss=loss,
+        latency_ms=latency,
+        lifeguard=lifeguard,
+    )
+    problems = params.problems()
+    if problems:
+        return _error("; ".join(problems))
+    run = SwimRun(SWIM_SCENARIOS[scenario], params)
+    result = run.run()
+    if output == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        lines = run_lines(
+            result, version=__version__, duration_s=run.duration_s, loss=run.loss, verbose=verbose
+        )
+        print("\n".join(lines))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

@@ -3,7 +3,15 @@ the faults that cut links (partitions, one-way cuts, bridges, isolation).
 
 A cut is checked when a message is sent and again when it would arrive, so a partition takes
 effect at once, in-flight messages included. Each directed link draws from its own random
-stream (``net/src->dst``).
+stream (``net/src->dst``), derived by that name the first time the link carries a message;
+with ``streams="sender"`` each *sender* has one stream (``net/src``) for all its links, which
+is what a 1,000-member SWIM run can afford (a ``random.Random`` per used link would take
+gigabytes). Link specs are stored only where they differ from the default, and a partition
+is kept as a group per node, so nothing here grows with the square of the cluster size.
+
+Datagrams (``send``) may be lost, duplicated and reordered as their link says. Streams
+(``send_stream``, SWIM's push-pull over TCP) are reliable and in order but cut like
+datagrams: one exchange costs three one-way delays (handshake, then the data).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import final
+from typing import Literal, final
 
 from prism.sim.loop import NS_PER_MS, EventLoop
 from prism.sim.rng import derive
@@ -70,31 +78,50 @@ Deliver = Callable[[str, str, object], None]
 Filter = Callable[[str, str, object], bool]
 
 
+StreamMode = Literal["link", "sender"]
+
+
 @final
 class Network:
-    def __init__(self, loop: EventLoop, nodes: Sequence[str], *, seed: int, link: LinkSpec) -> None:
+    def __init__(
+        self,
+        loop: EventLoop,
+        nodes: Sequence[str],
+        *,
+        seed: int,
+        link: LinkSpec,
+        streams: StreamMode = "link",
+    ) -> None:
         self._loop = loop
+        self._seed = seed
         self.nodes = list(nodes)
-        self._links: dict[tuple[str, str], LinkSpec] = {}
-        self._rngs: dict[tuple[str, str], random.Random] = {}
-        for src in self.nodes:
-            for dst in self.nodes:
-                if src != dst:
-                    self._links[src, dst] = link
-                    self._rngs[src, dst] = derive(seed, f"net/{src}->{dst}")
-        self._cut: set[tuple[str, str]] = set()  # only tested for membership
+        self._index = {node: i for i, node in enumerate(self.nodes)}
+        self._default = link
+        self._links: dict[tuple[str, str], LinkSpec] = {}  # only links unlike the default
+        self._per_sender = streams == "sender"
+        self._rngs: dict[object, random.Random] = {}  # by link, or by sender: made on first use
+        self._cut: set[tuple[str, str]] = set()  # one-way cuts; only tested for membership
+        # A partition: each node's group (None: no partition). Links between groups are cut
+        # unless healed one by one since (``_bridged``).
+        self._group_of: dict[str, int] | None = None
+        self._bridged: set[tuple[str, str]] = set()
         self.filters: list[Filter] = []  # scenario hooks: return True to drop a message
         # Counted in plain attributes (the hot path); ``stats`` gathers them.
         self._sent = self._delivered = self._duplicated = 0
         self._dropped_cut = self._dropped_filter = self._dropped_loss = 0
+        self._streams_sent = self._streams_delivered = self._streams_dropped = 0
 
     # ---- faults
+    def link(self, src: str, dst: str) -> LinkSpec:
+        """How the link from ``src`` to ``dst`` behaves now."""
+        return self._links.get((src, dst), self._default)
+
     def set_link(self, src: str, dst: str, spec: LinkSpec) -> None:
         self._links[src, dst] = spec
 
     def set_all_links(self, spec: LinkSpec) -> None:
-        for key in self._links:
-            self._links[key] = spec
+        self._default = spec
+        self._links.clear()
 
     def cut(self, src: str, dst: str) -> None:
         """Messages from ``src`` to ``dst`` are lost (one way)."""
@@ -102,17 +129,17 @@ class Network:
 
     def heal_link(self, src: str, dst: str) -> None:
         self._cut.discard((src, dst))
+        if self._split(src, dst):
+            self._bridged.add((src, dst))
 
     def partition(self, groups: Sequence[Sequence[str]]) -> None:
         """Cut every link between different groups, both ways; nodes in no group are
         isolated. Replaces any earlier cut."""
         group_of = {node: i for i, group in enumerate(groups) for node in group}
-        self._cut = {
-            (a, b)
-            for (a, b) in self._links
-            if group_of.get(a, -1 - self.nodes.index(a))
-            != group_of.get(b, -1 - self.nodes.index(b))
-        }
+        index = self._index
+        self._group_of = {node: group_of.get(node, -1 - index[node]) for node in self.nodes}
+        self._cut = set()
+        self._bridged = set()
 
     def isolate(self, node: str) -> None:
         for other in self.nodes:
@@ -122,9 +149,27 @@ class Network:
 
     def heal(self) -> None:
         self._cut = set()
+        self._group_of = None
+        self._bridged = set()
 
     def is_cut(self, src: str, dst: str) -> bool:
-        return (src, dst) in self._cut
+        return (src, dst) in self._cut or self._split(src, dst)
+
+    def _split(self, src: str, dst: str) -> bool:
+        """True when a partition separates ``src`` from ``dst`` (and no heal bridged them)."""
+        group_of = self._group_of
+        if group_of is None:
+            return False
+        a, b = group_of.get(src), group_of.get(dst)
+        return a is not None and b is not None and a != b and (src, dst) not in self._bridged
+
+    def _rng(self, src: str, dst: str) -> random.Random:
+        key: object = src if self._per_sender else (src, dst)
+        rng = self._rngs.get(key)
+        if rng is None:
+            label = f"net/{src}" if self._per_sender else f"net/{src}->{dst}"
+            rng = self._rngs[key] = derive(self._seed, label)
+        return rng
 
     # ---- traffic
     @property
@@ -137,20 +182,23 @@ class Network:
             "dropped_filter": self._dropped_filter,
             "dropped_loss": self._dropped_loss,
             "duplicated": self._duplicated,
+            "streams_sent": self._streams_sent,
+            "streams_delivered": self._streams_delivered,
+            "streams_dropped": self._streams_dropped,
         }
         return Counter({key: count for key, count in counts.items() if count})
 
     def send(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
         self._sent += 1
         link = (src, dst)
-        if link in self._cut:
+        if link in self._cut or (self._group_of is not None and self._split(src, dst)):
             self._dropped_cut += 1
             return
         if self.filters and any(f(src, dst, message) for f in self.filters):
             self._dropped_filter += 1
             return
-        spec = self._links[link]
-        rng = self._rngs[link]
+        spec = self._links.get(link, self._default)
+        rng = self._rngs.get(src if self._per_sender else link) or self._rng(src, dst)
         if spec.loss and rng.random() < spec.loss:
             self._dropped_loss += 1
             return
@@ -161,8 +209,31 @@ class Network:
         self._loop.call_later(spec.draw_delay_ns(rng), arrive)
 
     def _arrive(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
-        if (src, dst) in self._cut:
+        if (src, dst) in self._cut or (self._group_of is not None and self._split(src, dst)):
             self._dropped_cut += 1
             return
         self._delivered += 1
+        deliver(src, dst, message)
+
+    def send_stream(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
+        """Carry ``message`` over a stream (TCP): never lost or duplicated, but it takes
+        three one-way delays (handshake, then the data) and a cut stops it, at either end."""
+        self._streams_sent += 1
+        if self.is_cut(src, dst) or self.is_cut(dst, src):  # the handshake goes both ways
+            self._streams_dropped += 1
+            return
+        if self.filters and any(f(src, dst, message) for f in self.filters):
+            self._streams_dropped += 1
+            return
+        spec = self._links.get((src, dst), self._default)
+        back = self._links.get((dst, src), self._default)
+        rng = self._rng(src, dst)
+        delay = 2 * spec.draw_delay_ns(rng) + back.draw_delay_ns(rng)
+        self._loop.call_later(delay, partial(self._arrive_stream, src, dst, message, deliver))
+
+    def _arrive_stream(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
+        if self.is_cut(src, dst) or self.is_cut(dst, src):
+            self._streams_dropped += 1  # the connection broke on the way
+            return
+        self._streams_delivered += 1
         deliver(src, dst, message)

@@ -12,16 +12,22 @@ send). Each time the core fills a datagram it asks for updates that fit the byte
 * an update is dropped after ``retransmit_limit(mult, n) = mult * ceil(log10(n + 1))``
   sends, the lambda log n of the SWIM paper (base 10, as memberlist).
 
-Sizes come from a caller-supplied estimate (an upper bound), so the queue never encodes.
+Sizes come from an estimate (``estimate_size``, an upper bound), so the queue never
+encodes; each update is sized once, when queued. Packing is the hot path of a large
+cluster, whose queues hold hundreds of updates, so the sending order is maintained rather
+than sorted per datagram, and a pass stops once the room left is below the smallest update
+queued.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prism.swim.messages import Update
+from prism.swim.messages import Update, estimate_size
 
 
 def retransmit_limit(mult: int, members: int) -> int:
@@ -34,13 +40,26 @@ class _Queued:
     update: Update
     id: int  # larger is newer
     transmits: int
+    size: int  # the queue's size estimate of ``update``
 
 
 class BroadcastQueue:
-    """Updates waiting to be piggybacked, at most one per member."""
+    """Updates waiting to be piggybacked, at most one per member.
 
-    def __init__(self) -> None:
-        self._items: dict[str, _Queued] = {}
+    The sending order is kept up to date instead of sorted for every datagram: one *tier*
+    per transmit count, each a list of ids in ascending order (read backwards: newest
+    first). A new update joins the end of tier 0; a sent one moves up a tier by bisection.
+    Invariant: each queued item's id is in exactly the tier of its ``transmits``, and no
+    tier is empty.
+    """
+
+    def __init__(self, size: Callable[[Update], int] = estimate_size) -> None:
+        """``size`` estimates an update's bytes in a datagram (an upper bound)."""
+        self._size = size
+        self._items: dict[str, _Queued] = {}  # by the member the update is about
+        self._by_id: dict[int, _Queued] = {}
+        self._tiers: dict[int, list[int]] = {}
+        self._sizes: Counter[int] = Counter()  # queued items by size: the smallest bounds packing
         self._next_id = 0
 
     def __len__(self) -> int:
@@ -49,38 +68,101 @@ class BroadcastQueue:
     def queue(self, update: Update) -> None:
         """Queue ``update``, replacing any queued update about the same member."""
         self._next_id += 1
-        self._items.pop(update.node, None)  # re-insert so dict order follows age too
-        self._items[update.node] = _Queued(update=update, id=self._next_id, transmits=0)
+        old = self._items.pop(update.node, None)
+        if old is not None:
+            self._unlink(old)
+            self._forget(old)
+        item = _Queued(update=update, id=self._next_id, transmits=0, size=self._size(update))
+        self._items[update.node] = item
+        self._by_id[item.id] = item
+        self._sizes[item.size] += 1
+        tier = self._tiers.get(0)
+        if tier is None:
+            self._tiers[0] = [item.id]
+        else:
+            tier.append(item.id)  # the newest id of all: its place is the end
 
     def pending(self) -> list[Update]:
         """Queued updates in sending order (for tests and statistics)."""
-        return [q.update for q in self._ordered()]
+        by_id = self._by_id
+        return [by_id[i].update for t in sorted(self._tiers) for i in reversed(self._tiers[t])]
 
-    def get(
-        self,
-        budget_bytes: int,
-        *,
-        limit: int,
-        size: Callable[[Update], int],
-        skip: str = "",
-    ) -> list[Update]:
-        """Take updates whose ``size`` sum fits ``budget_bytes``; each taken one counts a
-        send, and is dropped once sent ``limit`` times. ``skip`` names a member whose news
+    def get(self, budget_bytes: int, *, limit: int, skip: str = "") -> list[Update]:
+        """Take updates whose sizes sum to at most ``budget_bytes``; each taken one counts
+        a send, and is dropped once sent ``limit`` times. ``skip`` names a member whose news
         the caller already carries (the buddy-system suspect)."""
         taken: list[Update] = []
+        if not self._items:
+            return taken
         room = budget_bytes
-        for item in self._ordered():
-            if item.update.node == skip and skip:
+        smallest = min(self._sizes)
+        by_id = self._by_id
+        tiers = self._tiers
+        # What was sent, per tier, newest first; and whether it is the tier's newest end
+        # (then it is cut off in one slice, which is the usual case).
+        sent: list[tuple[int, list[_Queued], bool]] = []
+        for transmits in sorted(tiers):
+            if room < smallest:
+                break  # not even the smallest queued update fits any more
+            tier = tiers[transmits]
+            here: list[_Queued] = []
+            suffix = True
+            passed_over = False
+            for queued_id in reversed(tier):
+                if room < smallest:
+                    break
+                item = by_id[queued_id]
+                if item.size > room or (skip and item.update.node == skip):
+                    passed_over = True
+                    continue
+                if passed_over:
+                    suffix = False  # an item left in between: not the tier's end any more
+                room -= item.size
+                taken.append(item.update)
+                here.append(item)
+            if here:
+                sent.append((transmits, here, suffix))
+        # Move what was sent only now (an item must not be met twice in one pass): first
+        # out of the old tiers, then into the next ones.
+        for transmits, here, suffix in sent:
+            tier = tiers[transmits]
+            if suffix:
+                del tier[len(tier) - len(here) :]
+            else:
+                for item in here:
+                    del tier[bisect_left(tier, item.id)]
+            if not tier:
+                del tiers[transmits]
+        for transmits, here, _ in sent:
+            moved = []
+            for item in reversed(here):  # oldest first: ascending ids
+                item.transmits += 1
+                if item.transmits >= limit:
+                    del self._items[item.update.node]
+                    self._forget(item)
+                else:
+                    moved.append(item.id)
+            if not moved:
                 continue
-            cost = size(item.update)
-            if cost > room:
-                continue
-            room -= cost
-            taken.append(item.update)
-            item.transmits += 1
-            if item.transmits >= limit:
-                del self._items[item.update.node]
+            upper = tiers.get(transmits + 1)
+            if upper is None:
+                tiers[transmits + 1] = moved
+            else:
+                interleaved = moved[0] < upper[-1]
+                upper.extend(moved)
+                if interleaved:
+                    upper.sort()  # two sorted runs: timsort merges them in linear time
         return taken
 
-    def _ordered(self) -> list[_Queued]:
-        return sorted(self._items.values(), key=lambda q: (q.transmits, -q.id))
+    def _forget(self, item: _Queued) -> None:
+        del self._by_id[item.id]
+        sizes = self._sizes
+        sizes[item.size] -= 1
+        if not sizes[item.size]:
+            del sizes[item.size]
+
+    def _unlink(self, item: _Queued) -> None:
+        tier = self._tiers[item.transmits]
+        del tier[bisect_left(tier, item.id)]
+        if not tier:
+            del self._tiers[item.transmits]

@@ -19,8 +19,10 @@ Suspicion (``prism.swim.suspicion``). A suspect gets a timer that starts long an
 with each independent confirmation (a suspect update with a new origin, re-gossiped so
 that confirmations flow); when it expires the member is declared dead. A member that hears
 it is suspected (or dead, or claimed by another incarnation) refutes: it raises its
-incarnation past the accusation and gossips ``alive``. Which news wins over which is
-decided in one place, ``prism.swim.members.supersedes``.
+incarnation past the accusation and gossips ``alive``; one that hears an accusation it has
+already refuted sends its current ``alive`` again (whoever passed the accusation on missed
+the refutation, and would otherwise declare a member dead that answers every probe).
+Which news wins over which is decided in one place, ``prism.swim.members.supersedes``.
 
 Dissemination (``prism.swim.broadcast``). Every change this node accepts is queued and
 piggybacked on every datagram it sends (pings, acks, ping-reqs, nacks, and a dedicated
@@ -40,6 +42,19 @@ node stops probing and keeps gossiping so the news spreads until the driver stop
 and left members are forgotten after ``dead_reap_ticks`` / ``left_reap_ticks``; a reaped or
 restarted member rejoins like a new one (its incarnation is raised past any tombstone).
 
+Time without ticks. ``next_work_tick()`` says when ``tick()`` next has anything to do (a
+probe, a timeout, a gossip round with news queued, a push-pull, a reaping) if no message
+comes first; ``tick_until(t)`` jumps to tick ``t`` doing exactly what ticking every tick
+would. The simulator sleeps each core until its next work tick (a 1,000-member cluster
+then costs about one wake per member per probe period instead of ten).
+
+Large clusters. The paths that run per datagram and per piggybacked update keep their cost
+independent of the cluster size where they can: the member table counts states as they
+change, the gossip targets are cached until a member dies, leaves or returns, the
+broadcast queue keeps its sending order instead of sorting per datagram, and ``alive``
+news we already hold is recognised in a few comparisons. ``tests/swim/test_hot_paths.py``
+checks each against the naive version.
+
 Bad input is never an exception: messages about unknown members, stale incarnations,
 misdirected pings, unexpected acks, oversize metadata, messages from ourselves: each is a
 counted drop (``statistics().drops``), or, for news about ourselves, a refutation.
@@ -51,7 +66,7 @@ import dataclasses
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import final
 
@@ -78,6 +93,11 @@ from prism.swim.probe import ProbeOrder
 from prism.swim.ready import EventKind, MemberEvent, Note, Outbound, Ready
 from prism.swim.suspicion import Suspicion, suspicion_bounds
 
+_ALIVE = MemberState.ALIVE
+_KIND_ALIVE = UpdateKind.ALIVE
+_NEVER = 1 << 62  # a tick no run reaches
+_GOSSIP_BASE_BYTES = estimate_size(Gossip(updates=()))  # a Gossip datagram without updates
+
 
 @dataclass(slots=True)
 class _Probe:
@@ -93,6 +113,7 @@ class _Probe:
     end_tick: int  # the period ends: judge the probe
     acked: bool = False
     indirect_sent: bool = False
+    check: bool = False  # probing a lone suspicion before it may kill (Suspicion.checking)
     relays: dict[str, None] = field(default_factory=dict)
     nackers: dict[str, None] = field(default_factory=dict)
 
@@ -178,6 +199,20 @@ class SwimCore:
         self._health = Awareness(config.awareness_max_multiplier)
         self._broadcasts = BroadcastQueue()
         self._suspicions: dict[str, Suspicion] = {}
+        # Suspects whose lone suspicion waits for our own probe, in order (a dict as an
+        # ordered set). Invariant: each one's Suspicion.checking was set when it was added.
+        self._checks: dict[str, None] = {}
+        # Dead and left members (never this node) by the tick they are to be forgotten.
+        # Invariant: exactly the other members whose state is DEAD or LEFT.
+        self._reapable: dict[str, int] = {}
+        # The members a gossip round may pick (``_gossip_targets``), built at targets
+        # version ``[0]`` and valid until tick ``[1]`` (when the first dead one among them
+        # leaves the gossip-to-the-dead window): rebuilding it each round is O(n). The
+        # version moves when a member dies, leaves, comes back or is reaped; a new member
+        # is appended in place (the table appends it too).
+        self._targets_version = 0
+        self._gossip_candidates: tuple[int, int, list[Member]] = (-1, 0, [])
+        self._state_cache: dict[str, tuple[tuple[MemberState, int, str, bytes], Update]] = {}
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._seq = 0
@@ -194,6 +229,7 @@ class SwimCore:
         self._events: list[MemberEvent] = []
         self._notes: list[Note] = []
         self._drops: Counter[str] = Counter()
+        self._duplicates = 0  # the "duplicate_update" drops, counted apart (the hot path)
 
     # ------------------------------------------------------------------ queries
 
@@ -251,8 +287,14 @@ class SwimCore:
             left=table.count(MemberState.LEFT),
             queued_updates=len(self._broadcasts),
             pending_relays=len(self._relays),
-            drops=tuple(sorted(self._drops.items())),
+            drops=tuple(sorted(self._all_drops().items())),
         )
+
+    def _all_drops(self) -> Counter[str]:
+        drops = Counter(self._drops)
+        if self._duplicates:
+            drops["duplicate_update"] += self._duplicates
+        return drops
 
     # ------------------------------------------------------------------ output
 
@@ -301,8 +343,7 @@ class SwimCore:
         self._join = None
         self._probe = None
         me = self._me
-        me.state = MemberState.LEFT
-        me.state_tick = self._now
+        self._members.set_state(me, MemberState.LEFT, self._now)
         self._broadcasts.queue(me.as_update(self.name))
         self._note("swim.left", incarnation=me.incarnation)
         self._gossip_round()  # at once, not at the next gossip tick
@@ -335,6 +376,66 @@ class SwimCore:
         self._tick_gossip()
         self._tick_push_pull()
         self._reap()
+
+    def next_work_tick(self) -> int | None:
+        """The first tick at which ``tick()`` would do more than count, if no message or
+        command comes first (None: never). Between now and then every tick is idle, so a
+        caller may sleep until then (tick elision); any ``step`` or command may bring it
+        forward, so ask again after each."""
+        never = _NEVER
+        due = never if self._left else self._next_probe_tick
+        join = self._join
+        if join is not None and join.next_try_tick < due:
+            due = join.next_try_tick
+        for relay in self._relays.values():
+            if relay.nack_tick < due:
+                due = relay.nack_tick
+        for suspicion in self._suspicions.values():
+            if suspicion.checking:
+                continue  # its work is the next probe, already counted
+            deadline = suspicion.deadline()
+            if deadline < due:
+                due = deadline
+        probe = self._probe
+        if probe is not None:
+            if probe.end_tick < due:
+                due = probe.end_tick
+            if not probe.acked and not probe.indirect_sent and probe.timeout_tick < due:
+                due = probe.timeout_tick
+        cfg = self.config
+        if cfg.gossip_interval_ticks and self._next_gossip_tick < due and len(self._broadcasts):
+            due = self._next_gossip_tick
+        if not self._left and join is None:
+            if cfg.push_pull_interval_ticks and self._next_push_pull_tick < due:
+                due = self._next_push_pull_tick
+            if cfg.reconnect_interval_ticks and self._next_reconnect_tick < due:
+                due = self._next_reconnect_tick
+        if self._reapable:
+            due = min(due, min(self._reapable.values()))
+        if due == never:
+            return None
+        return max(self._now + 1, due)
+
+    def tick_until(self, tick: int) -> None:
+        """Advance logical time to ``tick``: the same as calling ``tick()`` until ``now``
+        is ``tick``, but idle ticks cost nothing (see ``next_work_tick``)."""
+        while self._now < tick:
+            due = self.next_work_tick()
+            if due is None or due > tick:
+                self._skip_to(tick)
+                return
+            if due - 1 > self._now:
+                self._skip_to(due - 1)
+            self.tick()
+
+    def _skip_to(self, tick: int) -> None:
+        """Jump over idle ticks. The only state an idle tick changes is the gossip timer,
+        which re-arms itself every interval even when there is nothing to send."""
+        self._now = tick
+        interval = self.config.gossip_interval_ticks
+        if interval and self._next_gossip_tick <= tick:
+            passed = (tick - self._next_gossip_tick) // interval + 1
+            self._next_gossip_tick += passed * interval
 
     def _tick_join(self) -> None:
         join = self._join
@@ -379,12 +480,21 @@ class SwimCore:
 
     def _tick_suspicions(self) -> None:
         for name, suspicion in list(self._suspicions.items()):
-            if self._now < suspicion.deadline():
+            if suspicion.checking or self._now < suspicion.deadline():
                 continue
-            del self._suspicions[name]
             member = self._members.get(name)
             if member is None or member.state is not MemberState.SUSPECT:
+                del self._suspicions[name]
                 continue
+            if self.config.check_lone_suspicions and suspicion.is_lone and not suspicion.checked:
+                # One member's word, never confirmed: probe the suspect ourselves first
+                # (the ping carries the suspicion, so a live suspect answers with its
+                # alive), and declare it dead only if that probe fails too.
+                suspicion.checking = True
+                self._checks[name] = None
+                self._note("swim.suspicion_check", node=name)
+                continue
+            del self._suspicions[name]
             if suspicion.confirmations < suspicion.k:
                 self._note(
                     "swim.suspicion_degraded", node=name, confirmations=suspicion.confirmations
@@ -411,7 +521,8 @@ class SwimCore:
             return
         interval = self._health.scale(self.config.probe_interval_ticks)
         self._next_probe_tick = self._now + interval
-        target = self._order.next(self._is_probeable)
+        check = self._next_check()
+        target = check or self._order.next(self._is_probeable)
         if target is None:
             return
         member = self._members.get(target)
@@ -423,13 +534,26 @@ class SwimCore:
             start_tick=self._now,
             timeout_tick=self._now + self._health.scale(self.config.probe_timeout_ticks),
             end_tick=self._now + interval,
+            check=check is not None,
         )
         buddy: tuple[Update, ...] = ()
-        if member.state is MemberState.SUSPECT:
+        if member.state is MemberState.SUSPECT and self.config.buddy_system:
             # Lifeguard's buddy system: tell the suspect first, so it can refute at once.
             buddy = (member.as_update(self.name),)
         ping = Ping(seq=self._seq, target=target, reply_to=self.advertise_address)
         self._send(member.address, ping, first=buddy)
+
+    def _next_check(self) -> str | None:
+        """The next suspect whose lone suspicion waits for our own probe (in the round
+        robin's stead: the probe rate stays one per period)."""
+        checks = self._checks
+        while checks:
+            name = next(iter(checks))
+            del checks[name]
+            suspicion = self._suspicions.get(name)
+            if suspicion is not None and suspicion.checking and self._is_probeable(name):
+                return name
+        return None
 
     def _is_probeable(self, name: str) -> bool:
         member = self._members.get(name)
@@ -459,6 +583,17 @@ class SwimCore:
             self._send(helper.address, request)
 
     def _finish_probe(self, probe: _Probe) -> None:
+        if probe.check:
+            suspicion = self._suspicions.get(probe.target)
+            if suspicion is not None and suspicion.checking:
+                if probe.acked:
+                    # It answered us: no death on one member's word. (Its ack normally
+                    # carries its alive, which ended the suspicion before we got here.)
+                    suspicion.restart(self._now)
+                    self._note("swim.suspicion_restarted", node=probe.target)
+                else:
+                    suspicion.checking = False
+                    suspicion.checked = True  # its timer has run out: dead at the next tick
         if probe.acked:
             self._health.apply(-1)
             return
@@ -489,19 +624,34 @@ class SwimCore:
     def _gossip_round(self) -> None:
         if not len(self._broadcasts):
             return
-        grace = self.config.gossip_to_the_dead_ticks
-        candidates = [
-            m
-            for m in self._members.all()
-            if m.name != self.name
-            and (m.is_live or (m.state is MemberState.DEAD and self._now - m.state_tick < grace))
-        ]
+        candidates = self._gossip_targets()
         count = min(self.config.gossip_nodes, len(candidates))
         for member in self._rng.sample(candidates, count):
-            updates = self._take_updates(estimate_size(Gossip(updates=())))
+            updates = self._take_updates(_GOSSIP_BASE_BYTES)
             if not updates:
                 return
             self._packets.append(Outbound(to=member.address, message=Gossip(updates=updates)))
+
+    def _gossip_targets(self) -> list[Member]:
+        """Live members, and those dead for less than ``gossip_to_the_dead_ticks`` (so they
+        can learn they were declared dead and refute), in table order."""
+        version, valid_until, cached = self._gossip_candidates
+        now = self._now
+        if version == self._targets_version and now < valid_until:
+            return cached
+        grace = self.config.gossip_to_the_dead_ticks
+        candidates = []
+        valid_until = now + 1 + grace
+        for m in self._members.all():
+            if m.name == self.name:
+                continue
+            if m.is_live:
+                candidates.append(m)
+            elif m.state is MemberState.DEAD and now - m.state_tick < grace:
+                candidates.append(m)
+                valid_until = min(valid_until, m.state_tick + grace)
+        self._gossip_candidates = (self._targets_version, valid_until, candidates)
+        return candidates
 
     def _tick_push_pull(self) -> None:
         if self._left or self._join is not None:
@@ -534,21 +684,22 @@ class SwimCore:
         self._streams.append(Outbound(to=member.address, message=message))
 
     def _reap(self) -> None:
-        cfg = self.config
-        for member in self._members.all():
-            if member.name == self.name:
+        reapable = self._reapable
+        if not reapable:
+            return
+        now = self._now
+        due = {name: None for name, tick in reapable.items() if now >= tick}
+        if not due:
+            return
+        for member in self._members.all():  # table order, so equal runs reap alike
+            if member.name not in due:
                 continue
-            if member.state is MemberState.DEAD:
-                after = cfg.dead_reap_ticks
-            elif member.state is MemberState.LEFT:
-                after = cfg.left_reap_ticks
-            else:
-                continue
-            if self._now - member.state_tick >= after:
-                self._members.remove(member.name)
-                self._order.remove(member.name)
-                self._suspicions.pop(member.name, None)
-                self._event(EventKind.REAPED, member)
+            del reapable[member.name]
+            self._targets_version += 1
+            self._members.remove(member.name)
+            self._order.remove(member.name)
+            self._suspicions.pop(member.name, None)
+            self._event(EventKind.REAPED, member)
 
     # ------------------------------------------------------------------ messages
 
@@ -560,9 +711,8 @@ class SwimCore:
         if src == self.name:
             self._drop("from_self")
             return
-        if isinstance(msg, Ping | Ack | PingReq | Nack | Gossip):
-            for update in msg.updates:
-                self._apply(update)
+        if isinstance(msg, Ping | Ack | PingReq | Nack | Gossip) and msg.updates:
+            self._apply_many(msg.updates)
         if isinstance(msg, Ping):
             self._on_ping(msg)
         elif isinstance(msg, Ack):
@@ -581,6 +731,31 @@ class SwimCore:
             self._on_join_refused(msg)
         else:  # a caller that ignores the types: still a drop, not a crash
             self._drop("unknown_message")  # type: ignore[unreachable]
+
+    def _apply_many(self, updates: Iterable[Update]) -> None:
+        """Apply updates in order. Most of them, in a large cluster, are ``alive`` news we
+        already hold: those are counted and skipped here without the calls (the decision
+        is the one ``_apply_alive`` makes)."""
+        lookup = self._members.lookup
+        me = self._me
+        max_meta = self.config.max_metadata_bytes
+        duplicates = 0
+        for update in updates:
+            if update.kind is _KIND_ALIVE:
+                member = lookup(update.node)
+                if (
+                    member is not None
+                    and update.incarnation <= member.incarnation
+                    and member is not me
+                    and len(update.meta) <= max_meta
+                ):
+                    if update.incarnation == member.incarnation and member.state is _ALIVE:
+                        duplicates += 1
+                    else:
+                        self._drops["stale_update"] += 1
+                    continue
+            self._apply(update)
+        self._duplicates += duplicates
 
     def _on_ping(self, msg: Ping) -> None:
         if msg.target != self.name:
@@ -678,18 +853,20 @@ class SwimCore:
         self._note("swim.name_conflict", holder=msg.address)
 
     def _merge(self, src: str, members: tuple[Update, ...]) -> None:
-        for update in members:
-            if update.kind is UpdateKind.DEAD or update.kind is UpdateKind.SUSPECT:
-                # A remote verdict of death may be stale (memberlist's rule): suspect
-                # instead, and let the member refute if it is alive. The suspicion is the
-                # sender's own (it holds it now), so it counts as a confirmation from it.
-                update = Update(
-                    kind=UpdateKind.SUSPECT,
-                    node=update.node,
-                    incarnation=update.incarnation,
-                    origin=src,
-                )
-            self._apply(update)
+        self._apply_many(
+            Update(
+                kind=UpdateKind.SUSPECT,
+                node=update.node,
+                incarnation=update.incarnation,
+                origin=src,
+            )
+            # A remote verdict of death may be stale (memberlist's rule): suspect instead,
+            # and let the member refute if it is alive. The suspicion is the sender's own
+            # (it holds it now), so it counts as a confirmation from it.
+            if update.kind is UpdateKind.DEAD or update.kind is UpdateKind.SUSPECT
+            else update
+            for update in members
+        )
 
     # ------------------------------------------------------------------ news
 
@@ -707,7 +884,15 @@ class SwimCore:
         if self._left:
             return  # we are leaving: let "left" stand
         if update.incarnation < me.incarnation:
-            return  # old news, already refuted
+            if update.kind is not UpdateKind.ALIVE:
+                # Already refuted, but whoever passed this on has not heard the refutation
+                # (gossip is probabilistic, and an ack is no refutation). Send our alive
+                # again: it leads our next datagram, which for a buddy-system ping is the
+                # ack that goes straight back to the suspecting prober. Without this a
+                # member that missed the refutation keeps suspecting a member that answers
+                # every probe, and declares it dead when the timer runs out.
+                self._broadcasts.queue(me.as_update(self.name))
+            return
         if (
             update.kind is UpdateKind.ALIVE
             and update.incarnation == me.incarnation
@@ -729,13 +914,27 @@ class SwimCore:
         )
 
     def _apply_alive(self, update: Update) -> None:
+        member = self._members.get(update.node)
+        if (
+            member is not None
+            and update.incarnation <= member.incarnation
+            and member is not self._me
+        ):
+            # The common case in a large cluster, by far: gossip we already have. (What
+            # the checks below decide, without the calls.)
+            if len(update.meta) > self.config.max_metadata_bytes:
+                self._drops["oversize_meta"] += 1
+            elif update.incarnation == member.incarnation and member.state is _ALIVE:
+                self._duplicates += 1
+            else:
+                self._drops["stale_update"] += 1
+            return
         if update.node == self.name:
             self._about_me(update)
             return
         if len(update.meta) > self.config.max_metadata_bytes:
             self._drop("oversize_meta")
             return
-        member = self._members.get(update.node)
         if not supersedes(member, update):
             self._drop(_stale_reason(member, update))
             return
@@ -749,7 +948,11 @@ class SwimCore:
                 state_tick=self._now,
             )
             self._members.add(member)
+            version, _, targets = self._gossip_candidates
+            if version == self._targets_version:
+                targets.append(member)  # where a rebuild would put it: last, in table order
             self._order.add(member.name)
+            self._remember_alive(update)
             self._broadcasts.queue(update)
             self._event(EventKind.JOINED, member)
             return
@@ -765,8 +968,10 @@ class SwimCore:
         member.address = update.address
         member.meta = update.meta
         if previous is not MemberState.ALIVE:
-            member.state = MemberState.ALIVE
-            member.state_tick = self._now
+            self._members.set_state(member, MemberState.ALIVE, self._now)
+            if self._reapable.pop(member.name, None) is not None:
+                self._targets_version += 1  # back from dead or left
+        self._remember_alive(update)
         self._suspicions.pop(member.name, None)
         self._broadcasts.queue(update)
         if previous is MemberState.LEFT:
@@ -786,7 +991,11 @@ class SwimCore:
             return
         if member.state is MemberState.SUSPECT and update.incarnation == member.incarnation:
             suspicion = self._suspicions.get(member.name)
-            if suspicion is not None and suspicion.confirm(update.origin):
+            if (
+                suspicion is not None
+                and suspicion.confirm(update.origin)
+                and self.config.lha_suspicion
+            ):
                 # A new, independent confirmation: shrink the timer and pass it on, so
                 # that the others' timers shrink too (Lifeguard).
                 self._broadcasts.queue(update)
@@ -797,21 +1006,22 @@ class SwimCore:
             return
         previous = member.state
         member.incarnation = update.incarnation
-        member.state = MemberState.SUSPECT
         if previous is not MemberState.SUSPECT:
-            member.state_tick = self._now
+            self._members.set_state(member, MemberState.SUSPECT, self._now)
         low, high, k = suspicion_bounds(
             members=self._members.live_count(),
             suspicion_mult=self.config.suspicion_mult,
             max_timeout_mult=self.config.suspicion_max_timeout_mult,
             probe_interval_ticks=self.config.probe_interval_ticks,
         )
+        if not self.config.lha_suspicion:
+            high, k = low, 0  # plain SWIM: a fixed timeout, confirmations change nothing
         suspicion = Suspicion(start_tick=self._now, min_ticks=low, max_ticks=high, k=k)
         suspicion.confirm(update.origin)
         self._suspicions[member.name] = suspicion
         self._broadcasts.queue(update)
         if previous is not MemberState.SUSPECT:
-            self._event(EventKind.SUSPECT, member)
+            self._event(EventKind.SUSPECT, member, by=update.origin)
 
     def _apply_failure(self, update: Update) -> None:
         """A ``dead`` or ``left`` update."""
@@ -826,17 +1036,44 @@ class SwimCore:
             self._drop(_stale_reason(member, update))
             return
         member.incarnation = update.incarnation
-        member.state = MemberState.LEFT if update.kind is UpdateKind.LEFT else MemberState.DEAD
-        member.state_tick = self._now
+        left = update.kind is UpdateKind.LEFT
+        self._members.set_state(member, MemberState.LEFT if left else MemberState.DEAD, self._now)
+        cfg = self.config
+        keep = cfg.left_reap_ticks if left else cfg.dead_reap_ticks
+        self._reapable[member.name] = self._now + keep
+        self._targets_version += 1
         self._suspicions.pop(member.name, None)
         self._broadcasts.queue(update)
-        self._event(EventKind.LEFT if member.state is MemberState.LEFT else EventKind.DEAD, member)
+        if member.state is MemberState.LEFT:
+            self._event(EventKind.LEFT, member)
+        else:
+            self._event(EventKind.DEAD, member, by=update.origin)
 
     # ------------------------------------------------------------------ helpers
 
+    def _remember_alive(self, update: Update) -> None:
+        """The alive update just accepted is, field for field, what ``_state`` would build
+        for its member now: keep it, so that push-pull need not build it again."""
+        if not update.origin:
+            key = (MemberState.ALIVE, update.incarnation, update.address, update.meta)
+            self._state_cache[update.node] = (key, update)
+
     def _state(self) -> tuple[Update, ...]:
-        """The whole member table as updates, for push-pull."""
-        return tuple(m.as_update(self.name) for m in self._members.all())
+        """The whole member table as updates, for push-pull. Each member's update is built
+        again only when what it says has changed (a validated ``Update`` is costly, and a
+        large cluster's push-pulls carry a thousand of them)."""
+        cache = self._state_cache
+        state = []
+        for m in self._members.all():
+            key = (m.state, m.incarnation, m.address, m.meta)
+            hit = cache.get(m.name)
+            if hit is None or hit[0] != key:
+                hit = cache[m.name] = (key, m.as_update(self.name))
+            state.append(hit[1])
+        if len(cache) > 2 * len(self._members):  # forget reaped members now and then
+            for name in [name for name in cache if name not in self._members]:
+                del cache[name]
+        return tuple(state)
 
     def _send(
         self, to: str, message: Ping | Ack | PingReq | Nack, *, first: tuple[Update, ...] = ()
@@ -854,9 +1091,11 @@ class SwimCore:
         cfg = self.config
         budget = cfg.max_datagram_bytes - cfg.envelope_overhead_bytes - base_bytes
         limit = retransmit_limit(cfg.retransmit_mult, max(1, self._members.live_count()))
-        return tuple(self._broadcasts.get(budget, limit=limit, size=estimate_size, skip=skip))
+        return tuple(self._broadcasts.get(budget, limit=limit, skip=skip))
 
-    def _event(self, kind: EventKind, member: Member) -> None:
+    def _event(self, kind: EventKind, member: Member, *, by: str = "") -> None:
+        """``by``: for a suspicion or a death, the member it came from (us, when our own
+        probe failed or our own timer expired)."""
         self._events.append(
             MemberEvent(
                 kind=kind,
@@ -866,7 +1105,17 @@ class SwimCore:
                 meta=member.meta,
             )
         )
-        self._note(f"swim.member_{kind.value}", node=member.name, incarnation=member.incarnation)
+        if by:
+            self._note(
+                f"swim.member_{kind.value}",
+                node=member.name,
+                incarnation=member.incarnation,
+                by=by,
+            )
+        else:
+            self._note(
+                f"swim.member_{kind.value}", node=member.name, incarnation=member.incarnation
+            )
 
     def _note(self, event: str, **fields: str | int) -> None:
         self._notes.append(Note(event, dict(fields)))

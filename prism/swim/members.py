@@ -104,10 +104,19 @@ def supersedes(member: Member | None, update: Update) -> bool:
 
 
 class MemberTable:
-    """Members by name, this node included."""
+    """Members by name, this node included.
+
+    Invariant: ``_counts[state]`` is the number of members in ``state``; every change of a
+    member's state goes through ``set_state`` (or ``add`` / ``remove``) to keep it so.
+    Invariant: ``version`` changes whenever a member is added, removed or changes state, so
+    that callers may cache lists derived from the table until it does.
+    """
 
     def __init__(self) -> None:
         self._members: dict[str, Member] = {}
+        self._counts: dict[MemberState, int] = dict.fromkeys(MemberState, 0)
+        self.version = 0
+        self.lookup = self._members.get  # ``get`` without a call in between (a hot path)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -119,10 +128,25 @@ class MemberTable:
         return self._members.get(name)
 
     def add(self, member: Member) -> None:
+        old = self._members.get(member.name)
+        if old is not None:
+            self._counts[old.state] -= 1
         self._members[member.name] = member
+        self._counts[member.state] += 1
+        self.version += 1
 
     def remove(self, name: str) -> None:
-        del self._members[name]
+        member = self._members.pop(name)
+        self._counts[member.state] -= 1
+        self.version += 1
+
+    def set_state(self, member: Member, state: MemberState, tick: int) -> None:
+        """Move ``member`` (which is in the table) to ``state`` as of ``tick``."""
+        self._counts[member.state] -= 1
+        self._counts[state] += 1
+        member.state = state
+        member.state_tick = tick
+        self.version += 1
 
     def all(self) -> list[Member]:
         return list(self._members.values())
@@ -131,7 +155,8 @@ class MemberTable:
         return list(self._members)
 
     def live_count(self) -> int:
-        return sum(1 for m in self._members.values() if m.is_live)
+        counts = self._counts
+        return counts[MemberState.ALIVE] + counts[MemberState.SUSPECT]
 
     def count(self, state: MemberState) -> int:
-        return sum(1 for m in self._members.values() if m.state is state)
+        return self._counts[state]

@@ -251,6 +251,8 @@ def estimate_size(value: object) -> int:
     dataclass is an array of its fields. Exact sizes would need the codec, which a core
     may not import; a bound is all packing needs.
     """
+    if type(value) is Update:
+        return _update_size(value)
     if isinstance(value, bool):
         return 1
     if isinstance(value, int):
@@ -261,9 +263,33 @@ def estimate_size(value: object) -> int:
         return 5 + len(value)
     if isinstance(value, tuple):
         return 5 + sum(estimate_size(item) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return 5 + sum(estimate_size(getattr(value, f.name)) for f in dataclasses.fields(value))
+    names = _FIELD_NAMES.get(type(value))
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return 5 + sum(estimate_size(getattr(value, name)) for name in names)
     raise TypeError(f"cannot size a {type(value).__name__}")
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+"""Field names by dataclass: ``dataclasses.fields`` is slow, and sizing is a hot path."""
+
+
+def _text_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _update_size(update: Update) -> int:
+    """``estimate_size`` of an ``Update``, without the generic walk (the packing hot path):
+    the array header (5), kind and incarnation (9 each), and four strings or bytes (5 each
+    plus their length)."""
+    return (
+        43
+        + _text_bytes(update.node)
+        + _text_bytes(update.address)
+        + len(update.meta)
+        + _text_bytes(update.origin)
+    )
 
 
 _LONG_NAME: Final = "n" * MAX_NAME_BYTES
@@ -286,3 +312,5 @@ MAX_BASE_BYTES: Final = max(
     estimate_size(Ping(seq=0, target=_LONG_NAME, reply_to=_LONG_ADDRESS)),
 )
 """The largest estimate of a datagram message without its updates."""
+MIN_UPDATE_BYTES: Final = estimate_size(Update(kind=UpdateKind.LEFT, node="n", incarnation=0))
+"""The smallest estimate of one update: a datagram with less room left carries no more."""

@@ -18,22 +18,25 @@ class ProbeOrder:
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._names: list[str] = []
+        self._known: dict[str, None] = {}  # the names in ``_names``, for O(1) membership
         self._index = 0  # next position to look at; a pass ends when it reaches the end
 
     def __len__(self) -> int:
         return len(self._names)
 
     def add(self, name: str) -> None:
-        if name in self._names:
+        if name in self._known:
             return
-        position = self._rng.randint(0, len(self._names))
+        self._known[name] = None
+        position = self._rng.randrange(len(self._names) + 1)  # randint(0, n), fewer steps
         self._names.insert(position, name)
         if position < self._index:
             self._index += 1  # keep pointing at the same next member
 
     def remove(self, name: str) -> None:
-        if name not in self._names:
+        if name not in self._known:
             return
+        del self._known[name]
         position = self._names.index(name)
         del self._names[position]
         if position < self._index:

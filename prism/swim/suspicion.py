@@ -12,6 +12,12 @@ counted from the moment the suspicion started, where ``k`` is the number of conf
 expected. With ``k`` confirmations the timeout reaches ``min_ticks``; with none a member
 that is merely slow to answer one prober has the whole ``max_ticks`` to refute.
 
+A *lone* accusation (no confirmation came although ``k`` were expected) is not trusted to
+kill on its own: when its timer runs out the member checks for itself, with a probe of the
+suspect (``checking``); only if that probe fails too (``checked``) is the suspect declared
+dead, and if it is answered the suspicion starts over (``restart``). See
+``SwimConfig.check_lone_suspicions``.
+
 The bounds scale with the cluster, ``min = mult * max(1, log10 n) * probe interval`` and
 ``max = max_mult * min``: in a larger cluster news needs more rounds to reach the suspect.
 ``k = mult - 2``, or 0 when fewer than ``k + 2`` members exist (nobody could confirm).
@@ -58,6 +64,9 @@ class Suspicion:
     max_ticks: int
     k: int
     confirmers: dict[str, None] = field(default_factory=dict)
+    checking: bool = False  # our own probe of the suspect is due or under way
+    checked: bool = False  # and it failed: the accusation is ours too
+    _deadline: int = field(default=-1, init=False, repr=False)  # cached; -1: to compute
 
     @property
     def confirmations(self) -> int:
@@ -68,10 +77,24 @@ class Suspicion:
         if origin in self.confirmers:
             return False
         self.confirmers[origin] = None
+        self._deadline = -1
         return len(self.confirmers) > 1
+
+    @property
+    def is_lone(self) -> bool:
+        """Confirmations were expected and none came: one member's word only."""
+        return self.k > 0 and self.confirmations == 0
+
+    def restart(self, tick: int) -> None:
+        """Run the timer again from ``tick`` (the suspect answered our check)."""
+        self.start_tick = tick
+        self.checking = False
+        self._deadline = -1
 
     def deadline(self) -> int:
         """The tick at which the suspected member is declared dead."""
-        return self.start_tick + remaining_suspicion_ticks(
-            self.confirmations, k=self.k, min_ticks=self.min_ticks, max_ticks=self.max_ticks
-        )
+        if self._deadline < 0:
+            self._deadline = self.start_tick + remaining_suspicion_ticks(
+                self.confirmations, k=self.k, min_ticks=self.min_ticks, max_ticks=self.max_ticks
+            )
+        return self._deadline

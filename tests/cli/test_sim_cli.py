@@ -468,14 +468,16 @@ def test_bad_input_exits_2_with_one_line_on_stderr(
 
 def test_list_shows_every_scenario_with_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
     from prism.sim.scenarios import SCENARIOS
+    from prism.sim.swim_scenarios import SWIM_SCENARIOS
 
     ran = prismctl(capsys, "sim", "list")
     assert ran.code == 0
     lines = ran.out.splitlines()
-    assert len(lines) == len(SCENARIOS)
-    width = max(len(name) for name in SCENARIOS)
-    for line, (name, scenario) in zip(lines, SCENARIOS.items(), strict=True):
-        assert line == f"{name:<{width}}  {scenario.summary}"
+    listed = [(name, s.summary) for name, s in [*SCENARIOS.items(), *SWIM_SCENARIOS.items()]]
+    assert len(lines) == len(listed)
+    width = max(len(name) for name, _ in listed)
+    for line, (name, summary) in zip(lines, listed, strict=True):
+        assert line == f"{name:<{width}}  {summary}"
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -101,28 +101,59 @@ def test_confirmations_make_death_faster_than_the_maximum_timeout() -> None:
     assert any(note.event == "swim.suspicion_confirmed" for _, note in cluster.notes)
 
 
-def test_an_unconfirmed_suspicion_runs_to_the_maximum_timeout() -> None:
-    """With one accuser and no confirmation, the suspect has the whole maximum suspicion
-    timeout (240 ticks at 8 members) to refute. Here n1's own probes are all answered (an
-    ack is not a refutation), so n1 never confirms, and nobody refutes."""
+def _lone_accusation() -> SwimCore:
+    """n1 knows n2..n8; n3 alone accuses n2 (incarnation 0), and nobody refutes."""
     core = SwimCore("n1", bind_address="n1:1", config=LAN, rng=random.Random(0))
     for i in range(2, 9):
         alive = Update(kind=UpdateKind.ALIVE, node=f"n{i}", incarnation=0, address=f"n{i}:1")
         core.step(f"n{i}", Gossip(updates=(alive,)))
     accusation = Update(kind=UpdateKind.SUSPECT, node="n2", incarnation=0, origin="n3")
     core.step("n3", Gossip(updates=(accusation,)))
-    for tick in range(1, 300):
+    return core
+
+
+def test_an_unconfirmed_suspicion_runs_to_the_maximum_then_is_checked_before_death() -> None:
+    """With one accuser and no confirmation, the suspect has the whole maximum suspicion
+    timeout (240 ticks at 8 members) to refute; then n1 probes it itself (the ping carries
+    the suspicion), and only when that probe fails too is n2 declared dead. Until then
+    every probe is answered (an ack is not a refutation), so n1 never confirms."""
+    core = _lone_accusation()
+    checked_at = None
+    for tick in range(1, 400):
         core.tick()
         for out in core.ready().packets:
-            if isinstance(out.message, Ping):
-                # Answer every probe, so that n1 never adds a suspicion of its own.
-                core.step(out.message.target, Ack(seq=out.message.seq, target=out.message.target))
+            if not isinstance(out.message, Ping):
+                continue
+            if out.message.target == "n2" and tick >= 240:
+                assert out.message.updates[0].kind is UpdateKind.SUSPECT  # the buddy system
+                checked_at = checked_at or tick
+                continue  # n2 has gone by now
+            core.step(out.message.target, Ack(seq=out.message.seq, target=out.message.target))
         member = core.member("n2")
         assert member is not None
         if member.state is MemberState.DEAD:
+            assert checked_at is not None
             assert tick >= 240
+            assert tick <= checked_at + 2 * PERIOD  # the check's probe period, then dead
             return
     raise AssertionError("the suspicion never expired")
+
+
+def test_a_lone_suspicion_whose_suspect_answers_the_check_does_not_kill() -> None:
+    """The suspect acks n1's check (without refuting: say its alive was lost): no death on
+    one member's word; the suspicion starts over and is checked again."""
+    core = _lone_accusation()
+    restarts = 0
+    for _ in range(1, 700):
+        core.tick()
+        ready = core.ready()
+        restarts += sum(note.event == "swim.suspicion_restarted" for note in ready.notes)
+        for out in ready.packets:
+            if isinstance(out.message, Ping):
+                target = out.message.target
+                core.step(target, Ack(seq=out.message.seq, target=target))
+        assert core.member("n2").state is MemberState.SUSPECT  # type: ignore[union-attr]
+    assert restarts >= 2
 
 
 def test_suspected_live_member_refutes_and_stays_alive_everywhere() -> None:

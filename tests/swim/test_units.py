@@ -114,7 +114,7 @@ def test_retransmit_limit_is_mult_times_ceil_log10() -> None:
 def test_broadcast_drops_an_update_after_its_retransmit_limit() -> None:
     q = BroadcastQueue()
     q.queue(_alive("a"))
-    sent = [q.get(10_000, limit=3, size=estimate_size) for _ in range(5)]
+    sent = [q.get(10_000, limit=3) for _ in range(5)]
     assert [len(batch) for batch in sent] == [1, 1, 1, 0, 0]
     assert len(q) == 0
 
@@ -123,7 +123,7 @@ def test_broadcast_sends_least_sent_then_newest_first() -> None:
     q = BroadcastQueue()
     q.queue(_alive("a"))
     q.queue(_alive("b"))
-    assert [u.node for u in q.get(10_000, limit=9, size=estimate_size)] == ["b", "a"]
+    assert [u.node for u in q.get(10_000, limit=9)] == ["b", "a"]
     q.queue(_alive("c"))  # never sent: goes before both
     assert [u.node for u in q.pending()] == ["c", "b", "a"]
 
@@ -131,12 +131,12 @@ def test_broadcast_sends_least_sent_then_newest_first() -> None:
 def test_broadcast_new_update_invalidates_the_old_one_about_the_same_member() -> None:
     q = BroadcastQueue()
     q.queue(Update(kind=UpdateKind.SUSPECT, node="a", incarnation=1, origin="x"))
-    q.get(10_000, limit=9, size=estimate_size)
+    q.get(10_000, limit=9)
     q.queue(_alive("a", inc=2))
     pending = q.pending()
     assert len(pending) == 1
     assert pending[0].kind is UpdateKind.ALIVE
-    assert q.get(10_000, limit=1, size=estimate_size) == [pending[0]]
+    assert q.get(10_000, limit=1) == [pending[0]]
 
 
 def test_broadcast_packing_skips_what_does_not_fit_and_takes_smaller_ones() -> None:
@@ -144,7 +144,7 @@ def test_broadcast_packing_skips_what_does_not_fit_and_takes_smaller_ones() -> N
     q.queue(_alive("small1"))
     q.queue(_alive("big", meta=b"x" * 500))
     q.queue(_alive("small2"))
-    taken = q.get(200, limit=9, size=estimate_size)
+    taken = q.get(200, limit=9)
     assert [u.node for u in taken] == ["small2", "small1"]
     assert q.pending()[0].node == "big"  # still least sent
 
@@ -175,7 +175,7 @@ def test_broadcast_packs_under_the_datagram_budget(
     sends: dict[str, int] = {}
     for _ in range(rounds):
         base = estimate_size(Gossip(updates=()))
-        taken = q.get(budget - base, limit=limit, size=estimate_size)
+        taken = q.get(budget - base, limit=limit)
         message = Gossip(updates=tuple(taken))
         assert estimate_size(message) <= budget
         envelope = [1, "c" * 64, "s" * 64, 36, _fields(message)]
