@@ -33,12 +33,12 @@ One JSON line per system, cluster size and profile (the house envelope of
 ``metadata_all_p99_s``, ``metadata_all_max_s``, ``false_deaths``. Percentiles are nearest
 rank, so with fewer than 100 trials p99 is the maximum.
 
-Prism runs ``python -m prism.swim.member_process`` with the ``--profile`` given, ``lan``
-by default: ``SwimConfig.lan()`` is what a real deployment uses, on one host or across a
-data centre, and it is the setting the issue's other targets name; swim-protocol runs at
-its defaults (it has no profiles), which is where the issue's reference figures for it come
-from, so the comparison is default against default. ``--profile local`` is the profile for
-loopback test clusters (shorter probe timeout, one indirect helper, half the retransmits);
+Prism runs ``python -m prism.swim.member_process`` with the ``--profile`` given, ``local``
+by default: ``SwimConfig.local()`` is the profile for members on one host, which is what
+this benchmark runs (500 ms probe period, 200 ms probe timeout, 1.5-2 s minimum suspicion at
+these sizes). ``--profile lan`` shows the data-centre timing (1 s period, 4 s minimum
+suspicion) on the same loopback. swim-protocol runs at its defaults (it has no profiles),
+which is where the issue's reference figures for it come from.
 ``--profile`` may be repeated (``--profile lan --profile local`` runs both, alternating).
 
     python -m benchmarks.swim_detection                          # N = 5, 10 trials
@@ -393,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         choices=PROFILES,
         action="append",
-        help="Prism's SwimConfig profile; repeat to run several (default: lan)",
+        help="Prism's SwimConfig profile; repeat to run several (default: local)",
     )
     parser.add_argument(
         "--settle",
@@ -429,7 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-trial", action="store_true", help="also print one line per trial")
     args = parser.parse_args(argv)
     args.members = args.members or [5]
-    args.profile = list(dict.fromkeys(args.profile or ["lan"]))
+    args.profile = list(dict.fromkeys(args.profile or ["local"]))
     if args.trials < 1 or min(args.members) < 3:
         parser.error("need --trials >= 1 and --members >= 3")
     if args.cap <= 0 or args.meta_cap <= 0 or args.settle < 0:

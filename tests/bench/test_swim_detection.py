@@ -47,7 +47,7 @@ def _event(t: float, kind: str, name: str, meta: str = "") -> MemberEvent:
 def test_parse_args_defaults() -> None:
     args = parse_args([])
     assert args.members == [5]
-    assert args.profile == ["lan"]
+    assert args.profile == ["local"]
     assert args.peer == "swim-protocol"
     assert args.trials == 10
 
@@ -356,7 +356,7 @@ def test_tiny_prism_run_prints_one_line_of_the_promised_shape(
     record = lines[0]
     assert exit_info.value.code == 0, record["figures"]
     assert record["name"] == "swim_detection"
-    assert (record["system"], record["members"], record["profile"]) == ("prism", 3, "lan")
+    assert (record["system"], record["members"], record["profile"]) == ("prism", 3, "local")
     assert record["trials"] == 1
     for key in ("detect_all_s", "detect_all_p99_s", "metadata_all_s", "metadata_all_p99_s"):
         assert isinstance(record[key], float), key
