@@ -362,5 +362,5 @@ def test_tiny_prism_run_prints_one_line_of_the_promised_shape(
         assert isinstance(record[key], float), key
         assert record[key] > 0, key
     assert isinstance(record["false_deaths"], int)
-    assert record["params"]["system_config"]["profile"] == "lan"
+    assert record["params"]["system_config"]["profile"] == "local"
     assert {"machine", "commit", "date", "figures"} <= record.keys()
