@@ -27,11 +27,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from prism.errors import ConfigError
+from prism.validated import Validated
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RaftConfig:
+class RaftConfig(Validated):
     """Configuration of one Raft core. Build with ``lan()`` and ``dataclasses.replace``."""
 
     tick_ms: int = 10
@@ -162,9 +162,3 @@ class RaftConfig:
                 "(a third or less is recommended)"
             )
         return found
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` listing every problem, if there is any."""
-        found = self.problems()
-        if found:
-            raise ConfigError("\n".join(found))

@@ -99,7 +99,6 @@ from typing import Generic, Protocol, TypeVar, final
 import trio
 
 from prism.errors import (
-    ConfigError,
     DecodeError,
     NotLeader,
     PrismError,
@@ -117,6 +116,7 @@ from prism.raft.ready import HardState, Note, Outbound, Ready
 from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage, Storage
 from prism.raft.transport import Address, DatagramTransport, format_address, parse_address
+from prism.validated import Validated
 from prism.wire import MAX_DATAGRAM_BYTES, decode, encode
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class StateMachine(Protocol[R_co]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DriverConfig:
+class DriverConfig(Validated):
     """The driver's own knobs (the core's are in ``RaftConfig``)."""
 
     cluster_id: str = "prism"
@@ -180,12 +180,6 @@ class DriverConfig:
         if not self.cluster_id or len(self.cluster_id) > 64:
             found.append("cluster_id must be 1 to 64 characters")
         return found
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` listing every problem, if there is any."""
-        found = self.problems()
-        if found:
-            raise ConfigError("\n".join(found))
 
 
 def core_from_storage(

@@ -69,12 +69,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from prism.errors import ConfigError
 from prism.swim.messages import MAX_BASE_BYTES, MAX_META_BYTES, MAX_UPDATE_BYTES
+from prism.validated import Validated
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SwimConfig:
+class SwimConfig(Validated):
     """Configuration of one SWIM core. Build with ``lan()`` / ``wan()`` / ``local()`` and
     ``dataclasses.replace``."""
 
@@ -311,9 +311,3 @@ class SwimConfig:
                 f"{MAX_BASE_BYTES + MAX_UPDATE_BYTES} (the largest message with one update)"
             )
         return found
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` listing every problem, if there is any."""
-        found = self.problems()
-        if found:
-            raise ConfigError("\n".join(found))

@@ -72,7 +72,7 @@ from typing import Final, final
 
 import trio
 
-from prism.errors import ConfigError, DecodeError, PrismError
+from prism.errors import DecodeError, PrismError
 from prism.raft.transport import Address, DatagramTransport, parse_address
 from prism.swim.core import SwimCore, SwimStatistics
 from prism.swim.members import Member
@@ -87,6 +87,7 @@ from prism.swim.messages import (
 from prism.swim.ready import EventKind, MemberEvent, Note, Outbound
 from prism.swim.subscriptions import Subscribers, Subscription
 from prism.swim.transport import FrameError, StreamTransport, receive_frame, send_frame
+from prism.validated import Validated
 from prism.wire import decode, encode
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ in a ping-req come from peers, so the set is not bounded by the membership alone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SwimDriverConfig:
+class SwimDriverConfig(Validated):
     """The driver's own knobs (the protocol's are in ``SwimConfig``). ``lan()`` is the
     default; ``wan()`` and ``local()`` follow memberlist's TCP timeouts for those profiles."""
 
@@ -164,12 +165,6 @@ class SwimDriverConfig:
         if not self.cluster_id or len(self.cluster_id) > 64:
             found.append("cluster_id must be 1 to 64 characters")
         return found
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` listing every problem, if there is any."""
-        found = self.problems()
-        if found:
-            raise ConfigError("\n".join(found))
 
 
 @dataclass(frozen=True, slots=True)
