@@ -622,14 +622,35 @@ def swarm_raft(seed: int) -> JsonDict:
     }
 
 
+def replay_head(
+    name: str,
+    *,
+    seed: int,
+    nodes: int,
+    duration_s: float | None,
+    loss: float | None,
+    latency_ms: float | None,
+) -> list[str]:
+    """The start of a replay command, with the options every scenario (Raft or SWIM) takes."""
+    parts = [f"prismctl sim run {name} --seed {seed} --nodes {nodes}"]
+    if duration_s is not None:
+        parts.append(f"--duration {duration_s:g}")
+    if loss is not None:
+        parts.append(f"--loss {loss:g}")
+    if latency_ms is not None:
+        parts.append(f"--latency {latency_ms:g}")
+    return parts
+
+
 def replay_command(name: str, params: Params) -> str:
-    parts = [f"prismctl sim run {name} --seed {params.seed} --nodes {params.nodes}"]
-    if params.duration_s is not None:
-        parts.append(f"--duration {params.duration_s:g}")
-    if params.loss is not None:
-        parts.append(f"--loss {params.loss:g}")
-    if params.latency_ms is not None:
-        parts.append(f"--latency {params.latency_ms:g}")
+    parts = replay_head(
+        name,
+        seed=params.seed,
+        nodes=params.nodes,
+        duration_s=params.duration_s,
+        loss=params.loss,
+        latency_ms=params.latency_ms,
+    )
     if not params.pre_vote:
         parts.append("--no-prevote")
     if not params.check_quorum:

@@ -52,6 +52,7 @@ from typing import Any, final
 from prism.sim.loop import NS_PER_S
 from prism.sim.network import LinkSpec
 from prism.sim.rng import derive
+from prism.sim.runner import replay_head
 from prism.sim.swim_cluster import Death, SwimSim
 from prism.sim.timeline import TimelineEntry
 from prism.swim.broadcast import retransmit_limit
@@ -534,13 +535,14 @@ def run_swim_scenario(name: str, params: SwimParams) -> SwimResult:
 
 
 def swim_replay_command(name: str, params: SwimParams) -> str:
-    parts = [f"prismctl sim run {name} --seed {params.seed} --nodes {params.nodes}"]
-    if params.duration_s is not None:
-        parts.append(f"--duration {params.duration_s:g}")
-    if params.loss is not None:
-        parts.append(f"--loss {params.loss:g}")
-    if params.latency_ms is not None:
-        parts.append(f"--latency {params.latency_ms:g}")
+    parts = replay_head(
+        name,
+        seed=params.seed,
+        nodes=params.nodes,
+        duration_s=params.duration_s,
+        loss=params.loss,
+        latency_ms=params.latency_ms,
+    )
     if not params.lifeguard:
         parts.append("--no-lifeguard")
     return " ".join(parts)
