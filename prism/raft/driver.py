@@ -116,6 +116,7 @@ from prism.raft.ready import HardState, Note, Outbound, Ready
 from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage, Storage
 from prism.raft.transport import Address, DatagramTransport, format_address, parse_address
+from prism.ticker import run_ticker
 from prism.validated import Validated
 from prism.wire import MAX_DATAGRAM_BYTES, decode, encode
 
@@ -501,20 +502,17 @@ class RaftDriver(Generic[R]):
         self._wake.set()
 
     async def _tick_loop(self) -> None:
-        interval_s = self.core.config.tick_ms / 1000
-        deadline = trio.current_time()
-        while True:
-            deadline += interval_s
-            now = trio.current_time()
-            if deadline < now:  # the process stalled: do not replay the missed ticks
-                self.counters["ticks_late"] += 1
-                deadline = now
-            await trio.sleep_until(deadline)
-            self._send_held()
-            self.core.tick()
-            self.counters["ticks"] += 1
-            self._watch_disk()
-            self._kick()
+        await run_ticker(self.core.config.tick_ms / 1000, self._tick, self._tick_late)
+
+    def _tick(self) -> None:
+        self._send_held()
+        self.core.tick()
+        self.counters["ticks"] += 1
+        self._watch_disk()
+        self._kick()
+
+    def _tick_late(self) -> None:
+        self.counters["ticks_late"] += 1
 
     async def _receive_loop(self) -> None:
         transport = self.transport

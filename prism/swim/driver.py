@@ -87,6 +87,7 @@ from prism.swim.messages import (
 from prism.swim.ready import EventKind, MemberEvent, Note, Outbound
 from prism.swim.subscriptions import Subscribers, Subscription
 from prism.swim.transport import FrameError, StreamTransport, receive_frame, send_frame
+from prism.ticker import run_ticker
 from prism.validated import Validated
 from prism.wire import decode, encode
 
@@ -385,18 +386,15 @@ class SwimDriver:
     # ------------------------------------------------------------------ tasks
 
     async def _tick_loop(self) -> None:
-        interval_s = self.core.config.tick_ms / 1000
-        deadline = trio.current_time()
-        while True:
-            deadline += interval_s
-            now = trio.current_time()
-            if deadline < now:  # the process stalled: do not replay the missed ticks
-                self.counters["ticks_late"] += 1
-                deadline = now
-            await trio.sleep_until(deadline)
-            self.core.tick()
-            self.counters["ticks"] += 1
-            self._handle_ready()
+        await run_ticker(self.core.config.tick_ms / 1000, self._tick, self._tick_late)
+
+    def _tick(self) -> None:
+        self.core.tick()
+        self.counters["ticks"] += 1
+        self._handle_ready()
+
+    def _tick_late(self) -> None:
+        self.counters["ticks_late"] += 1
 
     async def _receive_loop(self) -> None:
         transport = self.datagrams
