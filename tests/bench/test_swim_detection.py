@@ -4,7 +4,6 @@ detection, metadata spread and false deaths; and, marked slow, tiny real runs.""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 
@@ -347,8 +346,6 @@ def test_one_swim_protocol_trial_on_loopback() -> None:
 def test_tiny_prism_run_prints_one_line_of_the_promised_shape(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    if importlib.util.find_spec("prism.swim.member_process") is None:
-        pytest.skip("prism.swim.member_process does not exist yet")
     with pytest.raises(SystemExit) as exit_info:
         main(["--peer", "none", "--members", "3", "--trials", "1", "--settle", "0.2"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
