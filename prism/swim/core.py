@@ -1118,7 +1118,7 @@ class SwimCore:
             )
 
     def _note(self, event: str, **fields: str | int) -> None:
-        self._notes.append(Note(event, dict(fields)))
+        self._notes.append(Note(event, fields))  # ``fields`` is a new dict at every call
 
     def _drop(self, reason: str) -> None:
         self._drops[reason] += 1
