@@ -65,8 +65,8 @@ import dataclasses
 import enum
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -451,26 +451,20 @@ class SwimDriver:
             return
         self._streams_in += 1
         try:
-            with trio.move_on_after(self.config.stream_timeout_s) as deadline:
+            with self._connection_guard():
                 async with stream:
                     payload = await receive_frame(stream, max_bytes=self.config.max_stream_bytes)
                     answer = self._accept_stream_message(payload, incoming=True)
                     if answer is not None:
                         await send_frame(stream, self._encode(answer))
                         self.counters["push_pulls_answered"] += 1
-            if deadline.cancelled_caught:
-                self.drops["stream_timeout"] += 1
-        except FrameError as exc:
-            self.drops[exc.reason] += 1
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            self.counters["stream_errors"] += 1
         finally:
             self._streams_in -= 1
 
     async def _exchange(self, address: Address, data: bytes, expects_answer: bool) -> None:
         """One connection this node opens: send ``data``, then read the answer if any."""
         try:
-            with trio.move_on_after(self.config.stream_timeout_s) as deadline:
+            with self._connection_guard():
                 try:
                     stream = await self.streams.connect(address)
                 except OSError:
@@ -484,14 +478,22 @@ class SwimDriver:
                             stream, max_bytes=self.config.max_stream_bytes
                         )
                         self._accept_stream_message(payload, incoming=False)
+        finally:
+            self._streams_out -= 1
+
+    @contextmanager
+    def _connection_guard(self) -> Iterator[None]:
+        """One connection's deadline, and what ends it early, counted by reason: nothing a
+        peer does (stall, garbage, reset) raises into a task."""
+        try:
+            with trio.move_on_after(self.config.stream_timeout_s) as deadline:
+                yield
             if deadline.cancelled_caught:
                 self.drops["stream_timeout"] += 1
         except FrameError as exc:
             self.drops[exc.reason] += 1
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.counters["stream_errors"] += 1
-        finally:
-            self._streams_out -= 1
 
     def _accept_stream_message(self, payload: bytes, *, incoming: bool) -> SwimMessage | None:
         """Decode one frame and step the core with it; returns the answer to send back on
