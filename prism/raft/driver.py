@@ -115,7 +115,13 @@ from prism.raft.notices import NoticeHold
 from prism.raft.ready import HardState, Note, Outbound, Ready
 from prism.raft.snapshot import Snapshot
 from prism.raft.storage import MemoryStorage, Storage
-from prism.raft.transport import Address, DatagramTransport, format_address, parse_address
+from prism.raft.transport import (
+    Address,
+    DatagramTransport,
+    format_address,
+    parse_address,
+    receive_batch,
+)
 from prism.ticker import run_ticker
 from prism.validated import Validated
 from prism.wire import MAX_DATAGRAM_BYTES, decode, encode
@@ -515,29 +521,12 @@ class RaftDriver(Generic[R]):
         self.counters["ticks_late"] += 1
 
     async def _receive_loop(self) -> None:
-        transport = self.transport
         while True:
-            try:
-                data, _source = await transport.receive()
-            except (ConnectionResetError, ConnectionRefusedError):
-                # ICMP errors some platforms report on a UDP socket: not a datagram.
-                self.drops["receive_error"] += 1
-                await trio.lowlevel.checkpoint()
-                continue
-            received = 1
-            stepped = self._accept(data)
-            # Everything else already queued goes into the same Ready (group commit).
-            while received < RECEIVE_BATCH:
-                try:
-                    queued = transport.receive_nowait()
-                except (ConnectionResetError, ConnectionRefusedError):
-                    self.drops["receive_error"] += 1
-                    continue
-                if queued is None:
-                    break
-                received += 1
-                stepped = self._accept(queued[0]) or stepped
-            self.counters["datagrams_received"] += received
+            batch = await receive_batch(self.transport, RECEIVE_BATCH, self.drops)
+            stepped = False
+            for data in batch:  # all into the same Ready (group commit)
+                stepped = self._accept(data) or stepped
+            self.counters["datagrams_received"] += len(batch)
             if stepped:
                 self._kick()
 

@@ -20,6 +20,7 @@ to and from the ``host:port`` text that command lines and ``Membership`` carry.
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol, final
 
@@ -82,6 +83,38 @@ class DatagramTransport(Protocol):
     def close(self) -> None:
         """Release the endpoint; idempotent."""
         ...
+
+
+_ICMP_ERRORS = (ConnectionResetError, ConnectionRefusedError)
+
+
+async def receive_batch(
+    transport: DatagramTransport, limit: int, drops: Counter[str]
+) -> list[bytes]:
+    """Wait for a datagram, then take every one already queued, up to ``limit`` in all, so
+    that a driver steps them together and handles one batch (one save, one send per peer).
+    ICMP errors that some platforms report on a UDP socket are no datagrams: each is counted
+    in ``drops["receive_error"]`` (and within ``limit``). May return an empty list."""
+    try:
+        data, _source = await transport.receive()
+    except _ICMP_ERRORS:
+        drops["receive_error"] += 1
+        await trio.lowlevel.checkpoint()
+        return []
+    batch = [data]
+    taken = 1
+    while taken < limit:
+        try:
+            queued = transport.receive_nowait()
+        except _ICMP_ERRORS:
+            drops["receive_error"] += 1
+            taken += 1
+            continue
+        if queued is None:
+            break
+        batch.append(queued[0])
+        taken += 1
+    return batch
 
 
 @final

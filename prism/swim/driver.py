@@ -73,7 +73,7 @@ from typing import Final, final
 import trio
 
 from prism.errors import DecodeError, PrismError
-from prism.raft.transport import Address, DatagramTransport, parse_address
+from prism.raft.transport import Address, DatagramTransport, parse_address, receive_batch
 from prism.swim.core import SwimCore, SwimStatistics
 from prism.swim.members import Member
 from prism.swim.messages import (
@@ -397,31 +397,13 @@ class SwimDriver:
         self.counters["ticks_late"] += 1
 
     async def _receive_loop(self) -> None:
-        transport = self.datagrams
-        batch = self.config.receive_batch
         while True:
-            try:
-                data, _source = await transport.receive()
-            except (ConnectionResetError, ConnectionRefusedError):
-                # ICMP errors some platforms report on a UDP socket: not a datagram.
-                self.drops["receive_error"] += 1
-                await trio.lowlevel.checkpoint()
-                continue
-            received = 1
-            self._accept_datagram(data)
-            while received < batch:
-                try:
-                    queued = transport.receive_nowait()
-                except (ConnectionResetError, ConnectionRefusedError):
-                    self.drops["receive_error"] += 1
-                    received += 1
-                    continue
-                if queued is None:
-                    break
-                received += 1
-                self._accept_datagram(queued[0])
-            self.counters["datagrams_received"] += received
-            self._handle_ready()
+            batch = await receive_batch(self.datagrams, self.config.receive_batch, self.drops)
+            for data in batch:
+                self._accept_datagram(data)
+            self.counters["datagrams_received"] += len(batch)
+            if batch:
+                self._handle_ready()
 
     def _accept_datagram(self, data: bytes) -> None:
         """Decode one datagram and step the core with it, or count why not."""

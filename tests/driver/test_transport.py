@@ -3,10 +3,18 @@ a real loopback socket."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import trio
 
-from prism.raft.transport import MemoryNetwork, UdpTransport, format_address, parse_address
+from prism.raft.transport import (
+    MemoryNetwork,
+    UdpTransport,
+    format_address,
+    parse_address,
+    receive_batch,
+)
 
 
 def test_addresses_round_trip_as_text() -> None:
@@ -53,3 +61,39 @@ async def test_udp_transport_binds_port_zero_and_carries_datagrams() -> None:
     finally:
         a.close()
         b.close()
+
+
+class _Scripted:
+    """A transport that hands out a fixed script: datagrams, and ICMP errors to raise."""
+
+    def __init__(self, script: list[bytes | OSError]) -> None:
+        self.script = script
+
+    def _next(self) -> tuple[bytes, tuple[str, int]] | None:
+        if not self.script:
+            return None
+        item = self.script.pop(0)
+        if isinstance(item, OSError):
+            raise item
+        return item, ("peer", 1)
+
+    async def receive(self) -> tuple[bytes, tuple[str, int]]:
+        received = self._next()
+        assert received is not None
+        return received
+
+    def receive_nowait(self) -> tuple[bytes, tuple[str, int]] | None:
+        return self._next()
+
+
+@pytest.mark.trio
+async def test_receive_batch_takes_what_is_queued_up_to_its_limit_and_counts_icmp() -> None:
+    drops: Counter[str] = Counter()
+    script: list[bytes | OSError] = [b"1", ConnectionRefusedError(), b"2", b"3", b"4", b"5"]
+    transport = _Scripted(script)
+    assert await receive_batch(transport, 4, drops) == [b"1", b"2", b"3"]  # type: ignore[arg-type]
+    assert drops == Counter(receive_error=1)  # the error counts within the limit
+    assert await receive_batch(transport, 4, drops) == [b"4", b"5"]  # type: ignore[arg-type]
+    transport.script = [ConnectionResetError()]
+    assert await receive_batch(transport, 4, drops) == []  # type: ignore[arg-type]
+    assert drops == Counter(receive_error=2)
