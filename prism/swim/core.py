@@ -981,13 +981,20 @@ class SwimCore:
         elif changed:
             self._event(EventKind.UPDATED, member)
 
-    def _apply_suspect(self, update: Update) -> None:
+    def _accused(self, update: Update) -> Member | None:
+        """The member a suspect, dead or left update is about, when it is another member we
+        know; news about ourselves is answered (refuted) and an unknown member is a drop."""
         if update.node == self.name:
             self._about_me(update)
-            return
+            return None
         member = self._members.get(update.node)
         if member is None:
             self._drop("unknown_member")
+        return member
+
+    def _apply_suspect(self, update: Update) -> None:
+        member = self._accused(update)
+        if member is None:
             return
         if member.state is MemberState.SUSPECT and update.incarnation == member.incarnation:
             suspicion = self._suspicions.get(member.name)
@@ -1025,12 +1032,8 @@ class SwimCore:
 
     def _apply_failure(self, update: Update) -> None:
         """A ``dead`` or ``left`` update."""
-        if update.node == self.name:
-            self._about_me(update)
-            return
-        member = self._members.get(update.node)
+        member = self._accused(update)
         if member is None:
-            self._drop("unknown_member")
             return
         if not supersedes(member, update):
             self._drop(_stale_reason(member, update))
