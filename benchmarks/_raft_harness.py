@@ -242,7 +242,9 @@ class NodeProcess:
             return ""
 
 
-async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
+async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
+    """The first line of ``stream`` (without its newline); what follows it is dropped, so
+    use it only for a process's first line (its hello)."""
     data = b""
     while b"\n" not in data:
         chunk = await stream.receive_some(4096)
@@ -273,7 +275,7 @@ async def spawn_node(
     try:
         assert process.stdout is not None
         with trio.fail_after(ready_timeout):
-            line = await _read_line(process.stdout)
+            line = await read_line(process.stdout)
         node.hello = json.loads(line)
     except BaseException as exc:
         node.kill()

@@ -15,6 +15,8 @@ from typing import Any, Final, TextIO
 
 import trio
 
+from benchmarks._raft_harness import read_line
+
 LOOPBACK: Final = "127.0.0.1"
 SERVER_REQUEST_TIMEOUT_S: Final = 2.0
 START_TIMEOUT_S: Final = 20.0
@@ -74,16 +76,6 @@ async def _wait_and_close(process: trio.Process) -> None:
     for pipe in (process.stdin, process.stdout):
         if pipe is not None:
             await pipe.aclose()
-
-
-async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.partition(b"\n")[0]
 
 
 class NodeProcess:
@@ -151,7 +143,7 @@ class NodeProcess:
         assert self.process.stdout is not None
         try:
             with trio.fail_after(START_TIMEOUT_S):
-                line = await _read_line(self.process.stdout)
+                line = await read_line(self.process.stdout)
             hello = json.loads(line)
         except (trio.TooSlowError, ValueError) as exc:
             raise AssertionError(
