@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 import trio
 
-from benchmarks._report import git_commit, machine
+from benchmarks._report import git_commit, machine, percentile
 
 LOOPBACK = "127.0.0.1"
 # The checkout (the parent of benchmarks/): node processes run from here, so that
@@ -49,16 +49,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------------------------
 # Statistics and output
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending, non-empty sequence (no interpolation)."""
-    if not ordered:
-        raise ValueError("percentile of an empty sequence")
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction {fraction} is not in [0, 1]")
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summarize(values: Sequence[float], *, scale: float, suffix: str, digits: int) -> dict[str, Any]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -68,3 +71,33 @@ def emit(name: str, params: dict[str, Any], figures: dict[str, Any]) -> None:
     }
     sys.stdout.write(json.dumps(record, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of non-empty ``values`` (no interpolation): with fewer than
+    100 values, p99 is the maximum."""
+    if not values:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction {fraction} is not in [0, 1]")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def seconds_stats(values: Sequence[float], prefix: str) -> dict[str, float | None]:
+    """``{prefix}min_s`` ... ``{prefix}max_s`` (min, median, mean, p90, p99, max) of
+    ``values`` in seconds, rounded to 0.1 ms; every figure None when there is none."""
+    keys = ("min", "median", "mean", "p90", "p99", "max")
+    if not values:
+        return {f"{prefix}{k}_s": None for k in keys}
+    ordered = sorted(values)
+    figures = (
+        ordered[0],
+        statistics.median(ordered),
+        statistics.fmean(ordered),
+        percentile(ordered, 0.90),
+        percentile(ordered, 0.99),
+        ordered[-1],
+    )
+    return {f"{prefix}{k}_s": round(v, 4) for k, v in zip(keys, figures, strict=True)}

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import random
 import statistics
 import time
 from dataclasses import dataclass
 
-from benchmarks._report import emit
+from benchmarks._report import emit, percentile
 from prism.raft.config import RaftConfig
 from prism.sim.cluster import RaftSim
 from prism.sim.loop import NS_PER_MS
@@ -92,12 +91,6 @@ def run_trial(
         elections=sim.elections - elections_before,
         pre_vote_rounds=pre_votes,
     )
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list (no interpolation)."""
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
-import statistics
 import tempfile
 import time
 from contextlib import AsyncExitStack
@@ -52,11 +51,11 @@ from benchmarks._raft_harness import (
     find_leader,
     load_average,
     make_value,
-    percentile,
     run_interruptible,
     wait_writable,
 )
 from benchmarks._raft_systems import systems
+from benchmarks._report import seconds_stats
 
 NAME = "raft_failover"
 
@@ -166,20 +165,6 @@ async def run_trial(
     return trial
 
 
-def _stats(values: list[float], prefix: str) -> dict[str, float | None]:
-    ordered = sorted(values)
-    if not ordered:
-        return {f"{prefix}{k}_s": None for k in ("min", "median", "mean", "p90", "p99", "max")}
-    return {
-        f"{prefix}min_s": round(ordered[0], 4),
-        f"{prefix}median_s": round(statistics.median(ordered), 4),
-        f"{prefix}mean_s": round(statistics.fmean(ordered), 4),
-        f"{prefix}p90_s": round(percentile(ordered, 0.90), 4),
-        f"{prefix}p99_s": round(percentile(ordered, 0.99), 4),
-        f"{prefix}max_s": round(ordered[-1], 4),
-    }
-
-
 def summary(trials: list[Trial]) -> dict[str, Any]:
     done = [t for t in trials if t.error is None]
     writes = [t.write_s for t in done if t.write_s is not None]
@@ -190,9 +175,13 @@ def summary(trials: list[Trial]) -> dict[str, Any]:
         "failed_trials": len(trials) - len(done),
         "no_new_leader": sum(1 for t in done if t.leader_s is None),
         "no_write_committed": sum(1 for t in done if t.write_s is None),
-        **_stats(writes, ""),
-        **_stats(leaders, "leader_"),
-        **{k: v for k, v in _stats(seen, "leader_seen_").items() if "median" in k or "max" in k},
+        **seconds_stats(writes, ""),
+        **seconds_stats(leaders, "leader_"),
+        **{
+            k: v
+            for k, v in seconds_stats(seen, "leader_seen_").items()
+            if "median" in k or "max" in k
+        },
         "leader_reported_by_node": sum(1 for t in done if t.leader_reported_by_node),
         "errors": sorted({t.error for t in trials if t.error is not None}),
     }

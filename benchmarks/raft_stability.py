@@ -54,12 +54,12 @@ from benchmarks._raft_harness import (
     find_leader,
     load_average,
     make_value,
-    percentile,
     run_interruptible,
     summarize,
     wait_writable,
 )
 from benchmarks._raft_systems import systems
+from benchmarks._report import percentile
 
 NAME = "raft_stability"
 

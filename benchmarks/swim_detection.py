@@ -63,9 +63,9 @@ from benchmarks._raft_harness import (
     describe_error,
     emit_record,
     load_average,
-    percentile,
     run_interruptible,
 )
+from benchmarks._report import seconds_stats
 from benchmarks._swim_harness import (
     PrismSwim,
     SwimProtocol,
@@ -239,21 +239,6 @@ def _cpu_percent(
     return round(100.0 * statistics.fmean(spent) / wall_s, 2)
 
 
-def _stats(values: list[float], prefix: str) -> dict[str, float | None]:
-    ordered = sorted(values)
-    keys = ("min", "median", "mean", "p90", "p99", "max")
-    if not ordered:
-        return {f"{prefix}_{k}_s": None for k in keys}
-    return {
-        f"{prefix}_min_s": round(ordered[0], 4),
-        f"{prefix}_median_s": round(statistics.median(ordered), 4),
-        f"{prefix}_mean_s": round(statistics.fmean(ordered), 4),
-        f"{prefix}_p90_s": round(percentile(ordered, 0.90), 4),
-        f"{prefix}_p99_s": round(percentile(ordered, 0.99), 4),
-        f"{prefix}_max_s": round(ordered[-1], 4),
-    }
-
-
 def summary(trials: list[Trial]) -> dict[str, Any]:
     """The figures of one system at one size over its trials (failed trials left out of
     the timings, counted in ``failed_trials``; false deaths counted in every trial)."""
@@ -272,11 +257,11 @@ def summary(trials: list[Trial]) -> dict[str, Any]:
         "trials_with_false_deaths": sum(1 for t in trials if t.false_deaths),
         "suspicions_of_live": sum(t.suspicions_of_live for t in trials),
         "bad_lines": sum(t.bad_lines for t in trials),
-        **_stats(values("detect_all_s"), "detect_all"),
-        **_stats(values("detect_first_s"), "detect_first"),
-        **_stats(values("metadata_all_s"), "metadata_all"),
-        **_stats(values("metadata_first_s"), "metadata_first"),
-        **_stats(values("converge_s"), "converge"),
+        **seconds_stats(values("detect_all_s"), "detect_all_"),
+        **seconds_stats(values("detect_first_s"), "detect_first_"),
+        **seconds_stats(values("metadata_all_s"), "metadata_all_"),
+        **seconds_stats(values("metadata_first_s"), "metadata_first_"),
+        **seconds_stats(values("converge_s"), "converge_"),
         "detect_all_s_values": sorted(values("detect_all_s")),
         "metadata_all_s_values": sorted(values("metadata_all_s")),
         "member_cpu_percent_mean": round(statistics.fmean(cpu), 2) if cpu else None,

@@ -30,10 +30,10 @@ import argparse
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks._report import emit
+from benchmarks._report import emit, percentile
 from prism.sim.loop import NS_PER_S
 from prism.sim.network import LinkSpec
 from prism.sim.swim_cluster import SwimSim
@@ -50,13 +50,6 @@ from prism.swim.ready import EventKind
 
 LOAD_SPREAD_TARGET = 0.20  # message load flat within 20 % from 10 to 1,000 members
 SPEED_TARGET_WALL_S = 60.0  # 1,000 members, 60 simulated seconds, one core
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (``fraction`` 0.99 is p99); the maximum for few values."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _timed(work: Callable[[], SwimResult]) -> tuple[SwimResult, float, float]:

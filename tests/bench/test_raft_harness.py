@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from benchmarks._raft_harness import describe_error, make_value, percentile, summarize
+from benchmarks._raft_harness import describe_error, make_value, summarize
+from benchmarks._report import percentile, seconds_stats
 from benchmarks.raft_loopback import _int_list
 
 
@@ -20,6 +21,22 @@ def test_percentile_is_nearest_rank() -> None:
     twenty = [float(v) for v in range(20)]
     assert percentile(twenty, 0.99) == 19.0
     assert percentile([7.0], 0.5) == 7.0
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0  # any order
+
+
+def test_seconds_stats_names_and_rounds_every_figure() -> None:
+    figures = seconds_stats([0.30004, 0.1, 0.2], "detect_")
+    assert figures == {
+        "detect_min_s": 0.1,
+        "detect_median_s": 0.2,
+        "detect_mean_s": 0.2,
+        "detect_p90_s": 0.3,
+        "detect_p99_s": 0.3,
+        "detect_max_s": 0.3,
+    }
+    assert seconds_stats([], "") == dict.fromkeys(
+        ["min_s", "median_s", "mean_s", "p90_s", "p99_s", "max_s"]
+    )
 
 
 def test_percentile_rejects_bad_input() -> None:

@@ -18,12 +18,6 @@ def lines(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, Any]
     return [json.loads(line) for line in out.splitlines()]
 
 
-def test_percentile_is_nearest_rank() -> None:
-    assert swim_sim.percentile([3.0, 1.0, 2.0], 0.5) == 2.0
-    assert swim_sim.percentile([1.0, 2.0, 3.0], 0.99) == 3.0
-    assert swim_sim.percentile(list(map(float, range(1, 101))), 0.99) == 99.0
-
-
 def test_detect_reports_median_p99_and_the_spread_in_rounds(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
