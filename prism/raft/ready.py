@@ -24,8 +24,9 @@ write completes loses the write and the messages together, which is what the sim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from prism.notes import Note as Note  # the cores' trace events, re-exported
 from prism.raft.messages import Entry, RaftMessage
 from prism.raft.snapshot import Snapshot
 
@@ -53,19 +54,6 @@ class ReadState:
 
     request_id: int
     index: int
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A trace event, ``subsystem.event`` with key=value fields. Cores never log; drivers log
-    these and the simulator writes them to its timeline."""
-
-    event: str
-    fields: dict[str, str | int] = field(default_factory=dict)
-
-    def render(self) -> str:
-        pairs = " ".join(f"{k}={v}" for k, v in self.fields.items())
-        return f"{self.event} {pairs}".rstrip()
 
 
 @dataclass(frozen=True, slots=True)

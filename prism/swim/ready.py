@@ -19,8 +19,9 @@ Nothing a SWIM core emits depends on a disk write, so there is no persist step a
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from prism.notes import Note as Note  # the cores' trace events, re-exported
 from prism.swim.messages import SwimMessage
 
 
@@ -56,19 +57,6 @@ class MemberEvent:
     incarnation: int
     meta: bytes = b""
     reason: str = ""  # for NAME_CONFLICT and JOIN_FAILED: a sentence for the operator
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A trace event, ``subsystem.event`` with key=value fields. Cores never log; drivers log
-    these and the simulator writes them to its timeline."""
-
-    event: str
-    fields: dict[str, str | int] = field(default_factory=dict)
-
-    def render(self) -> str:
-        pairs = " ".join(f"{k}={v}" for k, v in self.fields.items())
-        return f"{self.event} {pairs}".rstrip()
 
 
 @dataclass(frozen=True, slots=True)
