@@ -292,7 +292,6 @@ def test_member_commands_of_each_system() -> None:
 
 
 def test_swim_protocol_changes_become_contract_kinds() -> None:
-    pytest.importorskip("swimprotocol")
     from swimprotocol.status import Status
 
     from benchmarks._swim_protocol_node import _Reported, translate
@@ -330,7 +329,6 @@ def _args(*extra: str) -> argparse.Namespace:
 @pytest.mark.slow
 def test_one_swim_protocol_trial_on_loopback() -> None:
     """Three swim-protocol processes: join, metadata, SIGKILL, detection (about 10 s)."""
-    pytest.importorskip("swimprotocol")
     plan = Plan(trial=1, publisher=0, victim=2, node_seed=5, value="bench-value")
     trial = trio.run(run_trial, SwimProtocol(), 3, plan, _args())
     assert trial.error is None, trial.error
