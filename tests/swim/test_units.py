@@ -277,7 +277,8 @@ def test_messages_cannot_be_built_invalid(build: object) -> None:
 
 
 def test_metadata_of_512_bytes_is_the_limit() -> None:
-    Update(kind=UpdateKind.ALIVE, node="a", incarnation=0, address="h:1", meta=b"x" * 512)
+    update = Update(kind=UpdateKind.ALIVE, node="a", incarnation=0, address="h:1", meta=b"x" * 512)
+    assert len(update.meta) == 512  # accepted whole (513 is refused above)
 
 
 # ---------------------------------------------------------------------- configuration
