@@ -339,14 +339,20 @@ class SwimCore:
         little longer (a few gossip rounds) so that the news spreads, then stops it."""
         if self._left:
             return
+        join, self._join = self._join, None
         self._left = True
-        self._join = None
         self._probe = None
         me = self._me
         self._members.set_state(me, MemberState.LEFT, self._now)
-        self._broadcasts.queue(me.as_update(self.name))
+        update = me.as_update(self.name)
+        self._broadcasts.queue(update)
         self._note("swim.left", incarnation=me.incarnation)
         self._gossip_round()  # at once, not at the next gossip tick
+        if join is not None:
+            # Still joining: a seed adds us before it answers, so it may hold us while we
+            # know nobody to gossip to. Tell the seeds, or they would declare us dead.
+            for seed in join.seeds:
+                self._packets.append(Outbound(to=seed, message=Gossip(updates=(update,))))
 
     def update_metadata(self, meta: bytes) -> None:
         """Publish new metadata. It spreads with a raised incarnation, so every member

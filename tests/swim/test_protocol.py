@@ -18,6 +18,7 @@ from prism.swim.messages import (
     Ping,
     PingReq,
     PushPull,
+    PushPullReply,
     Update,
     UpdateKind,
 )
@@ -454,3 +455,18 @@ def test_same_seed_same_event_log() -> None:
         return [(name, note.render()) for name, note in cluster.notes]
 
     assert run() == run()
+
+
+def test_a_member_that_leaves_while_joining_tells_its_seeds() -> None:
+    """The seed adds a joiner before it answers; a joiner that leaves before the answer
+    arrives knows nobody to gossip to, so it tells its seeds, or they would declare it dead."""
+    cluster = joined(3)
+    newcomer = cluster.add("n9")
+    cluster.drop_rule = lambda src, dst, msg: dst == "n9" and isinstance(msg, PushPullReply)
+    cluster.join("n9", ["n1"])
+    assert cluster.state("n1", "n9") is MemberState.ALIVE
+    assert newcomer.is_joining
+    newcomer.leave()
+    cluster.collect("n9")
+    cluster.deliver_all()
+    assert cluster.state("n1", "n9") is MemberState.LEFT
