@@ -27,6 +27,7 @@ CPU time is what the simulation itself costs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import time
@@ -38,6 +39,7 @@ from prism.sim.loop import NS_PER_S
 from prism.sim.network import LinkSpec
 from prism.sim.swim_cluster import SwimSim
 from prism.sim.swim_scenarios import (
+    SETTLE_LIMIT_S,
     SWIM_SCENARIOS,
     SwimParams,
     SwimResult,
@@ -61,8 +63,28 @@ def _timed(work: Callable[[], SwimResult]) -> tuple[SwimResult, float, float]:
 # ---------------------------------------------------------------- detect (and spread)
 
 
-def _spread_then_crash(run: SwimRun) -> None:
-    """One metadata update, timed until every member has it; settle; then swim-crash."""
+def _spread_then_crashes(crashes: int, trials: list[dict[str, Any]]) -> Callable[[SwimRun], None]:
+    """One metadata update, timed until every member has it; settle; then ``crashes``
+    rounds of swim-crash, each victim restarted and the cluster settled again before the
+    next, so that every crash strikes a converged cluster of the full size. Each crash's
+    figures are appended to ``trials``."""
+
+    def script(run: SwimRun) -> None:
+        _time_spread(run)
+        crash = SWIM_SCENARIOS["swim-crash"].script
+        for index in range(crashes):
+            if index:
+                victim = str(run.figures["crashed"])
+                run.sim.restart(victim, [run.sim.names[0]])
+                run.sim.run_for(SETTLE_LIMIT_S, run.sim.converged)
+                run.settle()
+            crash(run)
+            trials.append(dict(run.figures))
+
+    return script
+
+
+def _time_spread(run: SwimRun) -> None:
     sim = run.sim
     publisher = run.rng.choice(sim.names[1:])
     heard: dict[str, int] = {}
@@ -88,46 +110,60 @@ def _spread_then_crash(run: SwimRun) -> None:
     run.settle()
     run.figures["settled_after_spread_s"] = run.figures["settled_s"]
     run.figures["settled_s"] = after_join
-    SWIM_SCENARIOS["swim-crash"].script(run)
 
 
 def bench_detect(args: argparse.Namespace) -> None:
+    """``--trials`` clusters (one seed each), ``--crashes`` crashes in each: every crash
+    is one sample of the detection times."""
     crash = SWIM_SCENARIOS["swim-crash"]
-    scenario = SwimScenario("swim-crash", crash.summary, crash.duration_s, _spread_then_crash)
     n = args.nodes
     rounds_target = 3 * math.log2(n)
-    first, every, rounds = [], [], []
+    first, every, suspected, rounds = [], [], [], []
     target_s = bound_s = None
     within = not_ok = false_deaths = 0
     for seed in range(args.first_seed, args.first_seed + args.trials):
-        params = SwimParams(nodes=n, seed=seed)
-        result, wall_s, cpu_s = _timed(lambda p=params: SwimRun(scenario, p).run())  # type: ignore[misc]
-        f = result.figures
-        target_s, bound_s = f["detect_target_s"], f["detect_bound_s"]
-        if isinstance(f["detect_first_s"], float):
-            first.append(f["detect_first_s"])
-        if isinstance(f["detect_all_s"], float):
-            every.append(f["detect_all_s"])
-        if isinstance(f["spread_rounds"], float):
-            rounds.append(f["spread_rounds"])
-        within += bool(f["within_target"])
+        trials: list[dict[str, Any]] = []
+        script = _spread_then_crashes(args.crashes, trials)
+        scenario = SwimScenario("swim-crash", crash.summary, crash.duration_s, script)
+        params = SwimParams(nodes=n, seed=seed, stream_probe=args.stream_probe)
+        result, wall_s, cpu_s = _timed(lambda p=params, s=scenario: SwimRun(s, p).run())  # type: ignore[misc]
         not_ok += not result.ok
-        false_deaths += int(f["false_deaths"] or 0)
+        false_deaths += int(result.figures["false_deaths"] or 0)
+        if isinstance(result.figures["spread_rounds"], float):
+            rounds.append(result.figures["spread_rounds"])
+        for index, f in enumerate(trials):
+            target_s, bound_s = f["detect_target_s"], f["detect_bound_s"]
+            for values, figure in (
+                (first, "detect_first_s"),
+                (every, "detect_all_s"),
+                (suspected, "suspect_first_s"),
+            ):
+                if isinstance(f[figure], float):
+                    values.append(f[figure])
+            within += bool(f["within_target"])
+            emit(
+                "swim_sim.detect.trial",
+                {"nodes": n, "seed": seed, "crash": index + 1, "config": _config_name(args)},
+                {
+                    "crashed": f["crashed"],
+                    "suspect_first_s": f["suspect_first_s"],
+                    "detect_first_s": f["detect_first_s"],
+                    "detect_all_s": f["detect_all_s"],
+                    "within_target": f["within_target"],
+                    "msgs_per_member_per_period": f["msgs_per_member_per_period"],
+                },
+            )
         emit(
-            "swim_sim.detect.trial",
-            {"nodes": n, "seed": seed, "config": "SwimConfig.lan()"},
+            "swim_sim.detect.cluster",
+            {"nodes": n, "seed": seed, "crashes": args.crashes, "config": _config_name(args)},
             {
-                "converged_s": f["converged_s"],
-                "settled_s": f["settled_s"],
-                "spread_s": f["spread_s"],
-                "spread_rounds": f["spread_rounds"],
-                "suspect_first_s": f["suspect_first_s"],
-                "detect_first_s": f["detect_first_s"],
-                "detect_all_s": f["detect_all_s"],
-                "within_target": f["within_target"],
-                "false_deaths": f["false_deaths"],
-                "msgs_per_member_per_period": f["msgs_per_member_per_period"],
+                "converged_s": result.figures["converged_s"],
+                "settled_s": result.figures["settled_s"],
+                "spread_s": result.figures["spread_s"],
+                "spread_rounds": result.figures["spread_rounds"],
+                "false_deaths": result.figures["false_deaths"],
                 "ok": result.ok,
+                "invariants": result.invariants,
                 "digest": result.digest,
                 "sim_seconds": round(result.sim_seconds, 3),
                 "wall_seconds": round(wall_s, 3),
@@ -136,14 +172,23 @@ def bench_detect(args: argparse.Namespace) -> None:
         )
     emit(
         "swim_sim.detect",
-        {"nodes": n, "trials": args.trials, "first_seed": args.first_seed},
         {
+            "nodes": n,
+            "clusters": args.trials,
+            "crashes": args.crashes,
+            "first_seed": args.first_seed,
+        },
+        {
+            "samples": len(every),
             "detect_all_median_s": _rounded(statistics.median(every)) if every else None,
             "detect_all_p99_s": _rounded(percentile(every, 0.99)) if every else None,
+            "detect_all_max_s": max(every) if every else None,
             "detect_first_median_s": _rounded(statistics.median(first)) if first else None,
             "detect_first_p99_s": _rounded(percentile(first, 0.99)) if first else None,
+            "suspect_first_median_s": _rounded(statistics.median(suspected)) if suspected else None,
+            "suspect_first_p99_s": _rounded(percentile(suspected, 0.99)) if suspected else None,
             "detect_target_s": target_s,
-            "trials_within_target": within,
+            "samples_within_target": within,
             "detect_target_met": bool(every) and percentile(every, 0.99) <= float(target_s or 0),
             "detect_bound_s": bound_s,
             "spread_rounds_median": _rounded(statistics.median(rounds)) if rounds else None,
@@ -151,13 +196,21 @@ def bench_detect(args: argparse.Namespace) -> None:
             "spread_rounds_target": round(rounds_target, 2),
             "spread_target_met": bool(rounds) and max(rounds) <= rounds_target,
             "false_deaths": false_deaths,
-            "trials_not_ok": not_ok,
+            "clusters_not_ok": not_ok,
         },
     )
 
 
 def _rounded(value: float) -> float:
     return round(value, 3)
+
+
+def _params(args: argparse.Namespace, nodes: int) -> SwimParams:
+    return SwimParams(nodes=nodes, seed=args.first_seed, stream_probe=args.stream_probe)
+
+
+def _config_name(args: argparse.Namespace) -> str:
+    return "SwimConfig.lan()" + ("" if args.stream_probe else ", stream_probe=False")
 
 
 # ---------------------------------------------------------------- loss
@@ -173,7 +226,12 @@ def bench_loss(args: argparse.Namespace) -> None:
             wall_total = cpu_total = 0.0
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 params = SwimParams(
-                    nodes=n, seed=seed, duration_s=duration_s, loss=args.loss, lifeguard=lifeguard
+                    nodes=n,
+                    seed=seed,
+                    duration_s=duration_s,
+                    loss=args.loss,
+                    lifeguard=lifeguard,
+                    stream_probe=args.stream_probe,
                 )
                 result, wall_s, cpu_s = _timed(lambda p=params: _run("swim-loss", p))  # type: ignore[misc]
                 wall_total += wall_s
@@ -214,6 +272,7 @@ def bench_loss(args: argparse.Namespace) -> None:
                 "seeds": args.seeds,
                 "first_seed": args.first_seed,
                 "loss": args.loss,
+                "stream_probe": args.stream_probe,
                 "simulated_minutes_per_seed": args.loss_minutes,
             },
             {
@@ -241,6 +300,7 @@ def _steady_then_lossy(window_s: float, loss: float) -> Callable[[SwimRun], None
         run.sim.run_for(window_s)
         run.end_phase()
         run.figures["lossy"] = run.figures["msgs_per_member_per_period"]
+        run.figures["lossy_streams"] = run.figures["streams_per_member_per_period"]
 
     return script
 
@@ -252,15 +312,23 @@ def bench_load(args: argparse.Namespace) -> None:
     steady, lossy = {}, {}
     for n in args.sizes:
         result, wall_s, cpu_s = _timed(
-            lambda n=n: SwimRun(scenario, SwimParams(nodes=n, seed=args.first_seed)).run()  # type: ignore[misc]
+            lambda n=n: SwimRun(scenario, _params(args, n)).run()  # type: ignore[misc]
         )
         steady[n] = float(result.figures["steady"] or 0)
         lossy[n] = float(result.figures["lossy"] or 0)
         emit(
             "swim_sim.load.size",
-            {"nodes": n, "seed": args.first_seed, "window_s": args.window, "loss": 0.05},
+            {
+                "nodes": n,
+                "seed": args.first_seed,
+                "window_s": args.window,
+                "loss": 0.05,
+                "stream_probe": args.stream_probe,
+            },
             {
                 "steady_msgs_per_member_per_period": steady[n],
+                # connections (push-pulls, fallback pings), beside the datagrams
+                "lossy_streams_per_member_per_period": result.figures["lossy_streams"],
                 "lossy_msgs_per_member_per_period": lossy[n],
                 "false_deaths": result.figures["false_deaths"],
                 "ok": result.ok,
@@ -294,7 +362,8 @@ def _spread(values: dict[int, float]) -> float:
 
 def bench_speed(args: argparse.Namespace) -> None:
     n = args.nodes
-    sim = SwimSim(nodes=n, seed=args.first_seed, config=SwimConfig.lan(), link=LinkSpec())
+    config = dataclasses.replace(SwimConfig.lan(), stream_probe=args.stream_probe)
+    sim = SwimSim(nodes=n, seed=args.first_seed, config=config, link=LinkSpec())
     wall, cpu = time.perf_counter(), time.process_time()
     schedule_join(sim, args.first_seed)
     sim.run_for(60.0)
@@ -314,7 +383,7 @@ def bench_speed(args: argparse.Namespace) -> None:
             "digest": sim.log.digest(),
         },
     )
-    run = SwimRun(SWIM_SCENARIOS["swim-crash"], SwimParams(nodes=n, seed=args.first_seed))
+    run = SwimRun(SWIM_SCENARIOS["swim-crash"], _params(args, n))
     run.join()
     run.settle()
     events, datagrams = run.sim.loop.events_run, sum(run.sim.datagrams_sent.values())
@@ -355,7 +424,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--nodes", type=int, default=1000, help="members for detect and speed (default: 1000)"
     )
-    parser.add_argument("--trials", type=int, default=10, help="detect trials (default: 10)")
+    parser.add_argument(
+        "--trials", type=int, default=10, help="detect: clusters, one seed each (default: 10)"
+    )
+    parser.add_argument(
+        "--crashes",
+        type=int,
+        default=1,
+        help="detect: crashes per cluster, each one sample (default: 1)",
+    )
     parser.add_argument("--first-seed", type=int, default=1, help="first seed (default: 1)")
     parser.add_argument("--seeds", type=int, default=20, help="loss seeds (default: 20)")
     parser.add_argument(
@@ -383,9 +460,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--window", type=float, default=60.0, help="load window, simulated seconds (default: 60)"
     )
+    parser.add_argument(
+        "--no-stream-probe",
+        dest="stream_probe",
+        action="store_false",
+        help="judge probes by datagrams alone (no fallback ping over TCP), to compare",
+    )
     args = parser.parse_args(argv)
-    if args.trials < 1 or args.seeds < 1:
-        parser.error("--trials and --seeds must be at least 1")
+    if min(args.trials, args.seeds, args.crashes) < 1:
+        parser.error("--trials, --seeds and --crashes must be at least 1")
     if min(args.nodes, *args.sizes, *args.loss_nodes) < 2:
         parser.error("cluster sizes must be at least 2")
     if not 0 <= args.loss < 1 or args.loss_minutes <= 0 or args.window <= 0:

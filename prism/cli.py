@@ -171,6 +171,7 @@ def sim_run(
     rate: float | None = None,
     liveness: float = 10.0,
     lifeguard: bool = True,
+    stream_probe: bool = True,
     unsafe: UnsafeSwitches = NO_UNSAFE,
     history: Path | None = None,
     schedule: Path | None = None,
@@ -207,6 +208,9 @@ def sim_run(
     lifeguard
         SWIM scenarios: Lifeguard's local health multiplier, LHA-suspicion and buddy
         system (--no-lifeguard switches all three off, to compare).
+    stream_probe
+        SWIM scenarios: when a direct ping goes unanswered, also ping over TCP
+        (--no-stream-probe judges probes by datagrams alone, to compare).
     history
         Write the client history to this file as JSON lines.
     schedule
@@ -245,11 +249,14 @@ def sim_run(
             loss=loss,
             latency=latency,
             lifeguard=lifeguard,
+            stream_probe=stream_probe,
             verbose=verbose,
             output=output,
         )
-    if not lifeguard:
-        return _error(f"--no-lifeguard applies to SWIM scenarios only, not to {scenario}")
+    swim_only = {"--no-lifeguard": not lifeguard, "--no-stream-probe": not stream_probe}
+    for flag, used in swim_only.items():
+        if used:
+            return _error(f"{flag} applies to SWIM scenarios only, not to {scenario}")
     if scenario not in SCENARIOS:
         known = ", ".join([*SCENARIOS, *SWIM_SCENARIOS])
         return _error(f"unknown scenario {scenario!r}; known: {known}")
@@ -325,6 +332,7 @@ def _run_swim(
     loss: float | None,
     latency: float | None,
     lifeguard: bool,
+    stream_probe: bool,
     verbose: bool,
     output: Output,
 ) -> int:
@@ -339,6 +347,7 @@ def _run_swim(
         loss=loss,
         latency_ms=latency,
         lifeguard=lifeguard,
+        stream_probe=stream_probe,
     )
     problems = params.problems()
     if problems:

@@ -10,8 +10,11 @@ gigabytes). Link specs are stored only where they differ from the default, and a
 is kept as a group per node, so nothing here grows with the square of the cluster size.
 
 Datagrams (``send``) may be lost, duplicated and reordered as their link says. Streams
-(``send_stream``, SWIM's push-pull over TCP) are reliable and in order but cut like
-datagrams: one exchange costs three one-way delays (handshake, then the data).
+(``send_stream``, SWIM's push-pull and fallback probe over TCP) are reliable and in order
+but cut like datagrams: one exchange costs three one-way delays (handshake, then the data),
+and on a lossy link each of those three segments may be lost and sent again after TCP's
+retransmission timeout (1 s for the handshake, 200 ms for data, doubling each time, as
+Linux does), so loss makes a stream late rather than lost.
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ class LinkSpec:
             delay += 10.0 * max(base, 0.1) * rng.random()
         return max(1, math.ceil(delay * NS_PER_MS))
 
+
+SYN_RTO_NS = 1_000 * NS_PER_MS
+"""Linux's initial retransmission timeout, which a lost SYN or SYN-ACK waits out."""
+DATA_RTO_NS = 200 * NS_PER_MS
+"""Linux's minimum retransmission timeout (``TCP_RTO_MIN``), for a lost data segment."""
+STREAM_RETRIES = 6
+"""Retransmissions before a connection gives up (``tcp_syn_retries``'s default)."""
 
 _UNIFORM = LatencyKind.UNIFORM
 _LONG_TAIL = LatencyKind.LONG_TAIL
@@ -229,6 +239,16 @@ class Network:
         back = self._links.get((dst, src), self._default)
         rng = self._rng(src, dst)
         delay = 2 * spec.draw_delay_ns(rng) + back.draw_delay_ns(rng)
+        if spec.loss or back.loss:
+            waits = (
+                _retransmit_wait_ns(rng, spec.loss, SYN_RTO_NS),  # SYN
+                _retransmit_wait_ns(rng, back.loss, SYN_RTO_NS),  # SYN-ACK
+                _retransmit_wait_ns(rng, spec.loss, DATA_RTO_NS),  # the data
+            )
+            if None in waits:
+                self._streams_dropped += 1  # every retransmission lost: the connection failed
+                return
+            delay += sum(wait for wait in waits if wait is not None)
         self._loop.call_later(delay, partial(self._arrive_stream, src, dst, message, deliver))
 
     def _arrive_stream(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
@@ -237,3 +257,15 @@ class Network:
             return
         self._streams_delivered += 1
         deliver(src, dst, message)
+
+
+def _retransmit_wait_ns(rng: random.Random, loss: float, rto_ns: int) -> int | None:
+    """How long one TCP segment waits in retransmissions on a link that loses ``loss`` of
+    its packets (0 when the first copy arrives); None when all ``STREAM_RETRIES`` are lost."""
+    waited = 0
+    for _ in range(STREAM_RETRIES + 1):
+        if rng.random() >= loss:
+            return waited
+        waited += rto_ns
+        rto_ns *= 2
+    return None

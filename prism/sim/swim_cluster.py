@@ -5,8 +5,9 @@ simulated network as Raft (``prism.sim.network``), run through the handling loop
 Theory of operation.
 
 * **Datagrams and streams.** A core's ``packets`` travel as datagrams (lost, duplicated and
-  delayed as their link says); its ``streams`` (push-pull, join answers) as a reliable
-  exchange that a cut stops (``Network.send_stream``). Cores address each other by advertise
+  delayed as their link says); its ``streams`` (push-pull, join answers, the fallback
+  probe) as a reliable exchange that a cut stops and loss delays (``Network.send_stream``);
+  a core is told which channel a message came by. Cores address each other by advertise
   address; the simulator maps an address to the member listening there, and a datagram to an
   address nobody holds is counted and lost, as on a real network.
 * **Ticks without tick events.** Core tick ``t`` of member ``m`` falls at virtual time
@@ -142,7 +143,7 @@ class SwimNode:
     paused_since_ns: int = 0
     origin_ns: int = 0  # virtual time of the core's tick 0
     wake_tick: int = -1  # core tick of the earliest pending wake (-1: none)
-    inbox: list[tuple[str, SwimMessage]] = field(default_factory=list)
+    inbox: list[tuple[str, SwimMessage, bool]] = field(default_factory=list)  # (src, msg, stream)
     left: bool = False  # stopped after a graceful leave (not a crash)
 
 
@@ -368,8 +369,8 @@ class SwimSim:
             f"resumed after {paused_s:.3f}s; reads {len(node.inbox)} waiting message(s)",
         )
         inbox, node.inbox = node.inbox, []
-        for src, message in inbox:
-            core.step(src, message)
+        for src, message, stream in inbox:
+            core.step(src, message, stream=stream)
             self._pump(node)
         self._schedule_wake(node)
 
@@ -473,7 +474,7 @@ class SwimSim:
         self._sync(node)
         self._schedule_wake(node)
 
-    def _deliver(self, src: str, dst: str, message: object) -> None:
+    def _deliver(self, src: str, dst: str, message: object, stream: bool = False) -> None:
         node = self.nodes[dst]
         core = node.core
         if core is None:
@@ -482,12 +483,12 @@ class SwimSim:
         self.log.fold(f"{self.loop.now_ns} {src}>{dst} {type(message).__name__}")
         if node.paused:
             if len(node.inbox) < SOCKET_BUFFER_DATAGRAMS:
-                node.inbox.append((src, message))
+                node.inbox.append((src, message, stream))
             else:
                 self.buffer_overflow += 1
             return
         self._sync(node)
-        core.step(src, message)
+        core.step(src, message, stream=stream)
         self._pump(node)
         self._schedule_wake(node)
 
@@ -495,9 +496,9 @@ class SwimSim:
         node = self.nodes[dst]
         if node.core is not None and node.paused:
             assert isinstance(message, SwimMessage)
-            node.inbox.append((src, message))  # the kernel accepts; the process reads later
+            node.inbox.append((src, message, True))  # the kernel accepts; the process reads later
             return
-        self._deliver(src, dst, message)
+        self._deliver(src, dst, message, stream=True)
 
     def _pump(self, node: SwimNode) -> None:
         """The handling loop of ``prism.swim.ready``."""

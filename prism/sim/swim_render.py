@@ -46,6 +46,7 @@ def header_line(result: SwimResult, *, version: str, duration_s: float, loss: fl
         f"prism {version} sim {result.scenario} seed={result.seed} nodes={result.nodes} "
         f"duration={duration_s:g}s loss={loss:.4g} ({loss * 100:.4g}%) {link} "
         f"lifeguard={'on' if result.lifeguard else 'off'}"
+        + ("" if result.stream_probe else " stream-probe=off")
     )
 
 

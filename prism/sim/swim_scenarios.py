@@ -38,7 +38,8 @@ The scenarios, and what each proves:
   ``remerge_bound_s``: ``remerge_s``.
 
 ``--no-lifeguard`` runs any of them with Lifeguard's three mechanisms off
-(``SwimConfig.without_lifeguard``), to compare.
+(``SwimConfig.without_lifeguard``), and ``--no-stream-probe`` without the fallback ping over
+TCP (``SwimConfig.stream_probe``), to compare.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class SwimParams:
     loss: float | None = None  # None: the scenario's default (0, or 10 % for swim-loss)
     latency_ms: float | None = None  # None: LinkSpec's default (1 ms + up to 0.5 ms jitter)
     lifeguard: bool = True
+    stream_probe: bool = True  # False: a probe is judged by datagrams alone
     tick_elision: bool = True  # False ticks every core every tick (same run, slower)
 
     def problems(self) -> list[str]:
@@ -105,6 +107,7 @@ class SwimResult:
     nodes: int
     ok: bool
     lifeguard: bool
+    stream_probe: bool
     invariants: dict[str, bool | str]
     figures: dict[str, Figure]
     messages: dict[str, int]
@@ -127,6 +130,7 @@ class SwimResult:
             "wall_seconds": round(self.wall_seconds, 3),
             "digest": self.digest,
             "lifeguard": self.lifeguard,
+            "stream_probe": self.stream_probe,
             **self.figures,
             "messages": self.messages,
             "params": self.params,
@@ -163,7 +167,9 @@ class SwimRun:
         self.link = link
         self.loss = scenario.loss if params.loss is None else params.loss
         config = SwimConfig.lan()
-        self.config = config if params.lifeguard else config.without_lifeguard()
+        if not params.lifeguard:
+            config = config.without_lifeguard()
+        self.config = dataclasses.replace(config, stream_probe=params.stream_probe)
         self.sim = SwimSim(
             nodes=params.nodes,
             seed=params.seed,
@@ -295,6 +301,7 @@ class SwimRun:
             nodes=self.params.nodes,
             ok=ok,
             lifeguard=self.params.lifeguard,
+            stream_probe=self.params.stream_probe,
             invariants=dict(self.invariants),
             figures=dict(self.figures),
             messages=messages,
@@ -545,6 +552,8 @@ def swim_replay_command(name: str, params: SwimParams) -> str:
     )
     if not params.lifeguard:
         parts.append("--no-lifeguard")
+    if not params.stream_probe:
+        parts.append("--no-stream-probe")
     return " ".join(parts)
 
 

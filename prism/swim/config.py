@@ -19,6 +19,12 @@ reference, since it is the most deployed SWIM and its numbers survived Lifeguard
 * ``indirect_checks = 3``: the chance that a live target looks dead falls exponentially in
   k: (1 - q^2)(1 - q^4)^k for delivery rate q, so at 10 % loss k = 3 gives 7.7e-3 against
   6.5e-2 for k = 1, at a load of 4k + 2 messages per prober per period.
+* ``stream_probe = True``: when the direct ping goes unanswered, the prober also pings the
+  target over TCP, beside the indirect probes (memberlist's fallback; it is on there too).
+  Random datagram loss seldom defeats a TCP connection, which retransmits, so false
+  suspicions under loss fall; and a path that drops UDP but carries TCP (a firewall or NAT
+  rule, the predecessor's complaint) keeps its members alive and says so in a note
+  (``swim.probe_stream_only``) instead of flapping them between suspect and alive.
 * ``suspicion_mult = 4``, ``suspicion_max_timeout_mult = 6``: the suspicion timeout runs
   from ``6 * min`` down to ``min = 4 * max(1, log10 n) * probe interval`` as independent
   confirmations arrive (4 s / 24 s up to 10 members, 8 s / 48 s at 100). memberlist lowered
@@ -174,6 +180,13 @@ class SwimConfig(Validated):
     suspect hears it from the prober and can refute at once, instead of waiting for gossip
     to reach it."""
 
+    stream_probe: bool = True
+    """When a direct ping goes unanswered, also ping the target over a stream (TCP), beside
+    the indirect probes; an ``Ack`` back on that connection saves the target from
+    suspicion. An answer by stream alone is noted (``swim.probe_stream_only``: datagrams
+    are lost on the way, or blocked) and leaves the local health score as it was, as
+    memberlist does. Off: a probe is judged by datagrams alone, as in the SWIM paper."""
+
     check_lone_suspicions: bool = True
     """Prism's addition to Lifeguard: a suspicion that runs to its maximum without a single
     confirmation (one member's word; at 10 % loss that is a lost ping and lost indirect
@@ -290,7 +303,7 @@ class SwimConfig(Validated):
         )
         found.extend(
             f"{name} must be a bool"
-            for name in ("lha_suspicion", "buddy_system", "check_lone_suspicions")
+            for name in ("lha_suspicion", "buddy_system", "check_lone_suspicions", "stream_probe")
             if type(getattr(self, name)) is not bool
         )
         if self.probe_timeout_ticks >= self.probe_interval_ticks:

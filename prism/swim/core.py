@@ -9,10 +9,11 @@ Failure detection (SWIM §3-4, Lifeguard §IV). Once per protocol period this no
 next member of a randomized round-robin order (``prism.swim.probe``): a ``Ping``; if no
 ``Ack`` came within the probe timeout, a ``PingReq`` to ``indirect_checks`` random live
 members, each of which pings the target and forwards the ack or, when the target stays
-silent, sends a ``Nack``. At the end of the period a probe without any ack makes the
-target *suspect*. Nacks tell the prober about itself: missing nacks raise the local
-health score (``prism.swim.health``), which stretches probe interval and timeout. A
-probe of a member already suspect carries the suspicion itself, first in the datagram
+silent, sends a ``Nack``; with ``stream_probe``, the prober also pings the target over a
+stream (TCP), whose ``Ack`` comes back on that connection. At the end of the period a probe
+without any ack makes the target *suspect*. Nacks tell the prober about itself: missing
+nacks raise the local health score (``prism.swim.health``), which stretches probe interval
+and timeout. A probe of a member already suspect carries the suspicion itself, first in the datagram
 (the "buddy system"), so the member learns it directly and can refute.
 
 Suspicion (``prism.swim.suspicion``). A suspect gets a timer that starts long and shrinks
@@ -111,7 +112,8 @@ class _Probe:
     start_tick: int
     timeout_tick: int  # direct ping unanswered by then: go indirect
     end_tick: int  # the period ends: judge the probe
-    acked: bool = False
+    acked: bool = False  # by datagram: directly or through a relay
+    stream_acked: bool = False  # by the fallback ping over a stream
     indirect_sent: bool = False
     check: bool = False  # probing a lone suspicion before it may kill (Suspicion.checking)
     relays: dict[str, None] = field(default_factory=dict)
@@ -587,12 +589,15 @@ class SwimCore:
                 reply_to=self.advertise_address,
             )
             self._send(helper.address, request)
+        if self.config.stream_probe:
+            ping = Ping(seq=probe.seq, target=probe.target, reply_to=self.advertise_address)
+            self._streams.append(Outbound(to=target.address, message=ping))
 
     def _finish_probe(self, probe: _Probe) -> None:
         if probe.check:
             suspicion = self._suspicions.get(probe.target)
             if suspicion is not None and suspicion.checking:
-                if probe.acked:
+                if probe.acked or probe.stream_acked:
                     # It answered us: no death on one member's word. (Its ack normally
                     # carries its alive, which ended the suspicion before we got here.)
                     suspicion.restart(self._now)
@@ -602,6 +607,12 @@ class SwimCore:
                     suspicion.checked = True  # its timer has run out: dead at the next tick
         if probe.acked:
             self._health.apply(-1)
+            return
+        if probe.stream_acked:
+            # Alive, but our datagrams (or its answers) were lost: heavy loss on the path,
+            # or UDP blocked while TCP passes. Neither says which end is slow, so the
+            # health score stays (memberlist's rule); the note is for the operator.
+            self._note("swim.probe_stream_only", node=probe.target)
             return
         expected = len(probe.relays)
         # Lifeguard: missing nacks mean our own links (or our own slowness) may be at
@@ -709,8 +720,11 @@ class SwimCore:
 
     # ------------------------------------------------------------------ messages
 
-    def step(self, src: str, msg: SwimMessage) -> None:
-        """Handle ``msg`` from the member named ``src``. Never raises for bad input."""
+    def step(self, src: str, msg: SwimMessage, *, stream: bool = False) -> None:
+        """Handle ``msg`` from the member named ``src``; ``stream`` says it came over a
+        stream (TCP) rather than in a datagram, which matters for the fallback probe: a
+        ``Ping`` is then answered on the stream, and an ``Ack`` is the answer to ours.
+        Never raises for bad input."""
         if type(src) is not str or not src:
             self._drop("bad_sender")
             return
@@ -720,9 +734,12 @@ class SwimCore:
         if isinstance(msg, Ping | Ack | PingReq | Nack | Gossip) and msg.updates:
             self._apply_many(msg.updates)
         if isinstance(msg, Ping):
-            self._on_ping(msg)
+            self._on_ping(msg, stream)
         elif isinstance(msg, Ack):
-            self._on_ack(msg)
+            if stream:
+                self._on_stream_ack(msg)
+            else:
+                self._on_ack(msg)
         elif isinstance(msg, PingReq):
             self._on_ping_req(src, msg)
         elif isinstance(msg, Nack):
@@ -763,12 +780,18 @@ class SwimCore:
             self._apply(update)
         self._duplicates += duplicates
 
-    def _on_ping(self, msg: Ping) -> None:
+    def _on_ping(self, msg: Ping, stream: bool) -> None:
         if msg.target != self.name:
             # The address was reused by another member, or the sender's table is stale.
             self._drop("ping_for_other_node")
             return
-        self._send(msg.reply_to, Ack(seq=msg.seq, target=self.name))
+        ack = Ack(seq=msg.seq, target=self.name)
+        if stream:
+            # The fallback probe: answer on its connection, and only answer (a stream
+            # exchange is one question and one reply; gossip rides the datagrams).
+            self._streams.append(Outbound(to=msg.reply_to, message=ack))
+        else:
+            self._send(msg.reply_to, ack)
 
     def _on_ack(self, msg: Ack) -> None:
         probe = self._probe
@@ -781,6 +804,13 @@ class SwimCore:
             self._send(relay.reply_to, Ack(seq=relay.prober_seq, target=relay.target))
             return
         self._drop("unexpected_ack")  # late (the period ended) or never asked for
+
+    def _on_stream_ack(self, msg: Ack) -> None:
+        probe = self._probe
+        if probe is not None and msg.seq == probe.seq and msg.target == probe.target:
+            probe.stream_acked = True
+            return
+        self._drop("unexpected_stream_ack")  # the period ended before the answer came
 
     def _on_ping_req(self, src: str, msg: PingReq) -> None:
         if msg.target == self.name:

@@ -18,13 +18,16 @@ Tasks
   it runs the handling loop once for all of them.
 * the **stream listener**: TCP on the same port number, one task per connection (at most
   ``max_incoming_streams``; more are closed at once). A connection carries one frame, a
-  ``PushPull``, and gets one frame back on the same connection, the answer.
-* **push-pull exchanges** this node starts (joining, the periodic anti-entropy, reconnects
-  to dead members): one task each, at most ``max_outgoing_streams`` at once; a push-pull
-  that finds no free slot is skipped, the core retries on its own schedule.
+  ``PushPull`` or a fallback ``Ping``, and gets one frame back on the same connection, the
+  answer.
+* **exchanges** this node starts (push-pulls when joining, the periodic anti-entropy,
+  reconnects to dead members; the fallback ping of a probe whose direct ping went
+  unanswered): one task each, at most ``max_outgoing_streams`` at once; one that finds no
+  free slot is skipped, the core retries on its own schedule.
 
 Every connection, in or out, lives under one deadline, ``stream_timeout_s``, from connect
-to close: a stuck or silent peer cannot hold a task or a slot longer than that.
+to close (a fallback ping's: the probe period): a stuck or silent peer cannot hold a task
+or a slot longer than that.
 
 The handling loop
 -----------------
@@ -79,7 +82,9 @@ from prism.swim.members import Member
 from prism.swim.messages import (
     DATAGRAM_MESSAGES,
     STREAM_MESSAGES,
+    Ack,
     JoinRefused,
+    Ping,
     PushPull,
     PushPullReply,
     SwimMessage,
@@ -439,14 +444,17 @@ class SwimDriver:
                     answer = self._accept_stream_message(payload, incoming=True)
                     if answer is not None:
                         await send_frame(stream, self._encode(answer))
-                        self.counters["push_pulls_answered"] += 1
+                        answered = "stream_pings" if isinstance(answer, Ack) else "push_pulls"
+                        self.counters[f"{answered}_answered"] += 1
         finally:
             self._streams_in -= 1
 
-    async def _exchange(self, address: Address, data: bytes, expects_answer: bool) -> None:
+    async def _exchange(
+        self, address: Address, data: bytes, expects_answer: bool, timeout_s: float | None
+    ) -> None:
         """One connection this node opens: send ``data``, then read the answer if any."""
         try:
-            with self._connection_guard():
+            with self._connection_guard(timeout_s):
                 try:
                     stream = await self.streams.connect(address)
                 except OSError:
@@ -464,11 +472,12 @@ class SwimDriver:
             self._streams_out -= 1
 
     @contextmanager
-    def _connection_guard(self) -> Iterator[None]:
-        """One connection's deadline, and what ends it early, counted by reason: nothing a
-        peer does (stall, garbage, reset) raises into a task."""
+    def _connection_guard(self, timeout_s: float | None = None) -> Iterator[None]:
+        """One connection's deadline (``stream_timeout_s`` unless given), and what ends it
+        early, counted by reason: nothing a peer does (stall, garbage, reset) raises into a
+        task."""
         try:
-            with trio.move_on_after(self.config.stream_timeout_s) as deadline:
+            with trio.move_on_after(timeout_s or self.config.stream_timeout_s) as deadline:
                 yield
             if deadline.cancelled_caught:
                 self.drops["stream_timeout"] += 1
@@ -479,7 +488,8 @@ class SwimDriver:
 
     def _accept_stream_message(self, payload: bytes, *, incoming: bool) -> SwimMessage | None:
         """Decode one frame and step the core with it; returns the answer to send back on
-        the same connection (for an incoming ``PushPull``), if the core gave one."""
+        the same connection (for an incoming ``PushPull`` or fallback ``Ping``), if the core
+        gave one."""
         try:
             envelope = decode(payload, max_bytes=self.config.max_stream_bytes)
         except DecodeError:
@@ -493,14 +503,15 @@ class SwimDriver:
             wrong = isinstance(message, DATAGRAM_MESSAGES)
             self.drops["stream_wrong_channel" if wrong else "stream_not_swim"] += 1
             return None
-        if not incoming and isinstance(message, PushPull):
+        question = isinstance(message, PushPull | Ping)
+        if question and not incoming:
             self.drops["stream_unexpected"] += 1  # we asked; a question is no answer
             return None
         self.counters["stream_messages_received"] += 1
         slot: list[SwimMessage] = []
-        self._reply_slot = slot if isinstance(message, PushPull) else None
+        self._reply_slot = slot if question else None
         try:
-            self.core.step(envelope.sender_id, message)
+            self.core.step(envelope.sender_id, message, stream=True)
             self._handle_ready()
         finally:
             self._reply_slot = None
@@ -565,14 +576,18 @@ class SwimDriver:
         for out in streams:
             message = out.message
             slot = self._reply_slot
-            if isinstance(message, PushPullReply | JoinRefused) and slot is not None and not slot:
+            if (
+                isinstance(message, PushPullReply | JoinRefused | Ack)
+                and slot is not None
+                and not slot
+            ):
                 slot.append(message)  # the answer to the connection being served
                 continue
-            # Our own push-pull (join, anti-entropy, reconnect), or an answer whose
-            # connection is gone: a new connection to the address the core names.
-            self._start_exchange(out, expects_answer=isinstance(message, PushPull))
+            # Our own push-pull (join, anti-entropy, reconnect) or fallback ping, or an
+            # answer whose connection is gone: a new connection to the address the core names.
+            self._start_exchange(out)
 
-    def _start_exchange(self, out: Outbound, *, expects_answer: bool) -> None:
+    def _start_exchange(self, out: Outbound) -> None:
         nursery = self._nursery
         if nursery is None or self._state is not _State.RUNNING:
             self.counters["streams_not_running"] += 1
@@ -595,7 +610,15 @@ class SwimDriver:
             )
             return
         self._streams_out += 1
-        nursery.start_soon(self._exchange, address, data, expects_answer)
+        message = out.message
+        timeout_s = None  # stream_timeout_s
+        if isinstance(message, Ping):
+            # A fallback probe's answer is worth waiting for only until the probe period
+            # ends: the core judges the probe then.
+            swim = self.core.config
+            timeout_s = swim.probe_interval_ticks * swim.tick_ms / 1000
+        expects_answer = isinstance(message, PushPull | Ping)
+        nursery.start_soon(self._exchange, address, data, expects_answer, timeout_s)
 
     def _publish(self, events: Sequence[MemberEvent]) -> None:
         if not events:

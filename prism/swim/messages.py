@@ -240,8 +240,9 @@ SwimMessage = Ping | Ack | PingReq | Nack | Gossip | PushPull | PushPullReply | 
 
 DATAGRAM_MESSAGES: Final = (Ping, Ack, PingReq, Nack, Gossip)
 """Messages that travel in one datagram, within ``SwimConfig.max_datagram_bytes``."""
-STREAM_MESSAGES: Final = (PushPull, PushPullReply, JoinRefused)
-"""Messages a driver carries over a stream (TCP): they may exceed a datagram."""
+STREAM_MESSAGES: Final = (PushPull, PushPullReply, JoinRefused, Ping, Ack)
+"""Messages a driver carries over a stream (TCP): the state exchanges, which may exceed a
+datagram, and the fallback probe (a ``Ping`` answered by an ``Ack`` on its connection)."""
 
 
 def estimate_size(value: object) -> int:

@@ -21,19 +21,25 @@ def lines(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, Any]
 def test_detect_reports_median_p99_and_the_spread_in_rounds(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    records = lines(capsys, "--mode", "detect", "--nodes", "10", "--trials", "2")
+    records = lines(capsys, "--mode", "detect", "--nodes", "10", "--trials", "2", "--crashes", "2")
     assert [r["name"] for r in records] == [
         "swim_sim.detect.trial",
         "swim_sim.detect.trial",
-        "swim_sim.detect",
-    ]
+        "swim_sim.detect.cluster",
+    ] * 2 + ["swim_sim.detect"]
     summary = records[-1]["figures"]
-    assert summary["trials_not_ok"] == 0
+    assert summary["samples"] == 4  # 2 clusters x 2 crashes, each crash one sample
+    assert summary["clusters_not_ok"] == 0
     assert summary["false_deaths"] == 0
-    assert 0 < summary["detect_first_median_s"] <= summary["detect_all_p99_s"]
+    assert 0 < summary["suspect_first_median_s"] < summary["detect_first_median_s"]
+    assert summary["detect_first_median_s"] <= summary["detect_all_p99_s"]
     assert summary["detect_target_s"] == pytest.approx(3 + 4.0)  # 3 periods + min suspicion
     assert summary["spread_rounds_target"] == pytest.approx(3 * 3.3219, abs=0.01)
-    assert records[0]["figures"]["spread_rounds"] > 0
+    trials = [r["figures"] for r in records if r["name"] == "swim_sim.detect.trial"]
+    # The second crash of a cluster strikes after the first victim came back: detected too.
+    assert all(t["detect_all_s"] > t["detect_first_s"] > t["suspect_first_s"] for t in trials)
+    assert records[2]["figures"]["spread_rounds"] > 0
+    assert records[2]["figures"]["ok"] is True
 
 
 def test_loss_puts_lifeguard_on_and_off_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:

@@ -107,10 +107,27 @@ def test_bad_swim_input_exits_2_with_one_line(
     assert len(ran.err.strip().splitlines()) == 1
 
 
-def test_lifeguard_switch_is_for_swim_only(capsys: pytest.CaptureFixture[str]) -> None:
-    ran = prismctl(capsys, "sim", "run", "minority-leader", "--no-lifeguard")
+@pytest.mark.parametrize("flag", ["--no-lifeguard", "--no-stream-probe"])
+def test_swim_switches_are_for_swim_only(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    ran = prismctl(capsys, "sim", "run", "minority-leader", flag)
     assert ran.code == 2
-    assert "--no-lifeguard applies to SWIM scenarios only" in ran.err
+    assert f"{flag} applies to SWIM scenarios only" in ran.err
+
+
+def test_no_stream_probe_runs_with_datagrams_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("sim", "run", "swim-loss", "--nodes", "5", "--duration", "30", "--no-stream-probe")
+    ran = prismctl(capsys, *args, "-o", "json")
+    assert ran.code == 0, ran.out
+    data = json.loads(ran.out)
+    assert data["stream_probe"] is False
+    assert data["params"]["stream_probe"] is False
+    assert data["messages"].get("stream_Ping", 0) == 0  # no fallback ping went out
+    assert data["replay"].endswith("--duration 30 --no-stream-probe")
+    text = prismctl(capsys, *args)
+    assert text.out.splitlines()[0].endswith("lifeguard=on stream-probe=off")
+    with_probe = json.loads(prismctl(capsys, *args[:-1], "-o", "json").out)
+    assert with_probe["stream_probe"] is True
+    assert with_probe["messages"]["stream_Ping"] > 0  # 10 % loss: some direct pings fail
 
 
 def test_unknown_scenario_names_the_swim_ones_too(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prism.sim.loop import NS_PER_MS, EventLoop
+from prism.sim.loop import NS_PER_MS, NS_PER_S, EventLoop
 from prism.sim.network import LinkSpec, Network
 
 NODES = [f"n{i}" for i in range(1, 7)]
@@ -111,16 +111,40 @@ def test_a_link_stream_is_the_same_whenever_it_is_made() -> None:
 
 def test_streams_are_reliable_slower_than_a_datagram_and_stopped_by_cuts() -> None:
     loop = EventLoop(random.Random(1))
-    net = Network(loop, NODES, seed=2, link=LinkSpec(latency_ms=10, jitter_ms=0, loss=0.5))
+    net = Network(loop, NODES, seed=2, link=LinkSpec(latency_ms=10, jitter_ms=0))
     got: list[tuple[int, object]] = []
     for i in range(20):
         net.send_stream("n1", "n2", i, lambda _s, _d, m: got.append((loop.now_ns, m)))
     loop.run_until(10**10)
-    # None lost despite 50% loss (each is its own connection: no order among them).
     assert sorted(m for _, m in got) == list(range(20))  # type: ignore[type-var]
     assert all(at == 30 * NS_PER_MS for at, _ in got)  # handshake and data: 3 one-way delays
     net.cut("n2", "n1")  # one way only: the handshake needs both
     net.send_stream("n1", "n2", "x", lambda *_: got.append((0, "x")))
     loop.run_until(2 * 10**10)
     assert len(got) == 20
+    assert net.stats["streams_dropped"] == 1
+
+
+def test_loss_delays_a_stream_by_tcp_retransmissions_instead_of_losing_it() -> None:
+    loop = EventLoop(random.Random(1))
+    net = Network(loop, NODES, seed=2, link=LinkSpec(latency_ms=10, jitter_ms=0, loss=0.3))
+    delays: list[int] = []
+    for i in range(200):
+        net.send_stream("n1", "n2", i, lambda *_: delays.append(loop.now_ns))
+    loop.run_until(10**12)
+    assert len(delays) == 200  # 0.3 ** 7 per segment: a failed connection is rarer than 1e-3
+    waits = [at - 30 * NS_PER_MS for at in delays]
+    assert min(waits) == 0
+    # Every wait is made of retransmission timeouts: 1 s, 2 s... for the handshake's two
+    # segments, 200 ms, 400 ms... for the data; so a multiple of 200 ms, often a whole second.
+    assert all(wait % (200 * NS_PER_MS) == 0 for wait in waits)
+    assert sum(wait >= NS_PER_S for wait in waits) > 200 * 0.3
+    assert sum(wait in (200 * NS_PER_MS, 600 * NS_PER_MS) for wait in waits) > 0
+
+
+def test_a_connection_whose_every_retransmission_is_lost_fails() -> None:
+    loop = EventLoop(random.Random(1))
+    net = Network(loop, NODES, seed=2, link=LinkSpec(loss=1.0))
+    net.send_stream("n1", "n2", "x", lambda *_: pytest.fail("delivered over a dead link"))
+    loop.run_until(10**12)
     assert net.stats["streams_dropped"] == 1

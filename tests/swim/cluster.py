@@ -18,7 +18,7 @@ from prism.swim.members import MemberState
 from prism.swim.messages import SwimMessage
 from prism.swim.ready import MemberEvent, Note, Outbound
 
-Wire = tuple[str, str, SwimMessage]  # (src name, dst address, message)
+Wire = tuple[str, str, SwimMessage, bool]  # (src name, dst address, message, by stream)
 Drop = Callable[[str, str, SwimMessage], bool]  # (src name, dst name, message) -> drop?
 
 LAN = SwimConfig.lan()
@@ -46,6 +46,8 @@ class SwimCluster:
         self.notes: list[tuple[str, Note]] = []
         self.down: dict[str, None] = {}  # crashed nodes (ordered set)
         self.cuts: list[tuple[str, str]] = []  # one-way cuts (src, dst)
+        # one-way cuts of datagrams alone (a firewall dropping UDP): streams still pass
+        self.datagram_cuts: list[tuple[str, str]] = []
         self.drop_rule: Drop | None = None
         self.delivered = 0
         self.sent: Counter[str] = Counter()  # messages put on the wire, by type name
@@ -123,24 +125,26 @@ class SwimCluster:
             self.events[name].extend(ready.events)
             self.notes.extend((name, note) for note in ready.notes)
             self.send(name, ready.packets)
-            self.send(name, ready.streams)
+            self.send(name, ready.streams, stream=True)
 
-    def send(self, src: str, outbound: Iterable[Outbound]) -> None:
+    def send(self, src: str, outbound: Iterable[Outbound], *, stream: bool = False) -> None:
         for out in outbound:
-            self.sent[type(out.message).__name__] += 1
-            self.queue.append((src, out.to, out.message))
+            self.sent[("stream " if stream else "") + type(out.message).__name__] += 1
+            self.queue.append((src, out.to, out.message, stream))
 
     def deliver_all(self) -> None:
         while self.queue:
-            src, address, msg = self.queue.popleft()
+            src, address, msg, stream = self.queue.popleft()
             dst = self.by_address.get(address)
             if dst is None or self.cores[dst].advertise_address != address:
                 continue  # nobody listens there
             if not self.connected(src, dst):
                 continue
+            if not stream and (src, dst) in self.datagram_cuts:
+                continue
             if self.drop_rule is not None and self.drop_rule(src, dst, msg):
                 continue
-            self.cores[dst].step(src, msg)
+            self.cores[dst].step(src, msg, stream=stream)
             self.collect(dst)
             self.delivered += 1
             if self.delivered > 10_000_000:

@@ -223,6 +223,58 @@ def test_indirect_probe_succeeds_when_only_the_direct_link_is_cut() -> None:
     assert cluster.all_alive()
 
 
+def _block_datagrams_of(cluster: SwimCluster, victim: str) -> None:
+    """A firewall that drops every datagram to and from ``victim``; TCP still passes."""
+    for other in cluster.names:
+        if other != victim:
+            cluster.datagram_cuts += [(victim, other), (other, victim)]
+
+
+def test_stream_probe_keeps_a_member_whose_datagrams_are_blocked_alive() -> None:
+    """memberlist's fallback: the direct ping and the relays' pings are lost, but the ping
+    over TCP is answered on its connection: no suspicion, no health penalty, and a note
+    that says what is wrong with the path."""
+    cluster = joined(4, seed=4)
+    _block_datagrams_of(cluster, "n2")
+    cluster.tick(30 * PERIOD)
+    assert cluster.all_alive()
+    assert EventKind.SUSPECT not in kinds_about(cluster, "n2")
+    stream_only = {
+        (name, n.fields["node"]) for name, n in cluster.notes if n.event == "swim.probe_stream_only"
+    }
+    assert ("n1", "n2") in stream_only
+    assert ("n2", "n1") in stream_only
+    assert cluster.sent["stream Ping"] > 0
+    assert cluster.sent["stream Ack"] > 0
+    for name in ["n1", "n3", "n4"]:
+        assert cluster[name].health_score == 0  # the relays nacked: not our fault
+
+
+def test_without_the_stream_probe_blocked_datagrams_kill() -> None:
+    config = dataclasses.replace(LAN, stream_probe=False)
+    cluster = joined(4, seed=4, config=config)
+    _block_datagrams_of(cluster, "n2")
+    cluster.run_until(lambda: cluster.state("n1", "n2") is MemberState.DEAD, limit=60 * PERIOD)
+    assert cluster.sent["stream Ping"] == 0
+
+
+def test_a_stream_ping_is_answered_on_the_stream_and_only_there() -> None:
+    core = joined(2)["n1"]
+    core.ready()
+    core.step("n2", Ping(seq=7, target="n1", reply_to=address_of("n2")), stream=True)
+    ready = core.ready()
+    assert [o.message for o in ready.packets] == []
+    assert [(o.to, o.message) for o in ready.streams] == [
+        (address_of("n2"), Ack(seq=7, target="n1"))
+    ]
+
+
+def test_a_stream_ack_nobody_waits_for_is_a_counted_drop() -> None:
+    core = joined(2)["n1"]
+    core.step("n2", Ack(seq=99, target="n2"), stream=True)
+    assert dict(core.statistics().drops)["unexpected_stream_ack"] == 1
+
+
 def test_missing_nacks_raise_local_health_of_an_isolated_prober() -> None:
     """Lifeguard §IV: a prober whose relays cannot even nack suspects itself (LHM + 1 per
     missing nack), so it probes and accuses more slowly."""

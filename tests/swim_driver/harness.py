@@ -57,6 +57,7 @@ class MemCluster:
         self.addresses = {name: f"10.0.0.{i}:4200" for i, name in enumerate(self.names, 1)}
         self.members: dict[str, Member] = {}
         self.generation: dict[str, int] = {}
+        self.notes: list[tuple[str, str]] = []  # (member, note event), as they came
 
     def __getitem__(self, name: str) -> SwimDriver:
         return self.members[name].driver
@@ -75,7 +76,13 @@ class MemCluster:
             rng=random.Random(f"{self.seed}/{name}/{generation}"),
         )
         datagrams, streams = self.network.open(parse_address(address))
-        driver = SwimDriver(core, datagrams, streams, config=self.driver_config)
+        driver = SwimDriver(
+            core,
+            datagrams,
+            streams,
+            config=self.driver_config,
+            on_note=lambda note: self.notes.append((name, note.event)),
+        )
         member = Member(name, driver)
         self.members[name] = member
         await self.nursery.start(self._run, member)

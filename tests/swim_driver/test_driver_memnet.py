@@ -18,7 +18,7 @@ from prism.raft.transport import parse_address
 from prism.swim.core import SwimCore
 from prism.swim.driver import NameConflict, SwimDriver, SwimDriverConfig, open_swim_driver
 from prism.swim.members import MemberState
-from prism.swim.messages import Ping, PushPull, PushPullReply, Update, UpdateKind
+from prism.swim.messages import Ack, Gossip, Ping, PushPull, PushPullReply, Update, UpdateKind
 from prism.swim.ready import EventKind, MemberEvent
 from prism.swim.subscriptions import Subscription, SubscriptionOverflow
 from prism.swim.transport import FRAME_HEADER, MemorySwimNetwork, receive_frame, send_frame
@@ -330,7 +330,10 @@ async def test_bad_stream_frames_are_counted_and_the_connection_closed(
             (FRAME_HEADER.pack(7) + b"garbage", "stream_malformed"),
             (FRAME_HEADER.pack(100) + b"short", "stream_truncated"),
             (b"", "stream_closed"),
-            (_frame(encode(ping, cluster_id="prism", sender_id="x")), "stream_wrong_channel"),
+            (
+                _frame(encode(Gossip(updates=()), cluster_id="prism", sender_id="x")),
+                "stream_wrong_channel",
+            ),
             (
                 _frame(encode(Heartbeat(term=1, commit=0), cluster_id="prism", sender_id="r")),
                 "stream_not_swim",
@@ -362,6 +365,39 @@ async def test_bad_stream_frames_are_counted_and_the_connection_closed(
         assert isinstance(answer.message, PushPullReply)
         assert {u.node for u in answer.message.members} >= {"n1", "n2", "x"}
         await stream.aclose()
+        # A fallback ping over a stream is answered with an ack on that connection.
+        stream = await peer.connect(target)
+        await send_frame(stream, encode(ping, cluster_id="prism", sender_id="x"))
+        with trio.fail_after(5):
+            answer = decode(await receive_frame(stream, max_bytes=limit))
+        assert answer.message == Ack(seq=1, target="n1")
+        assert driver.counters["stream_pings_answered"] == 1
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_member_whose_udp_is_blocked_stays_alive_through_the_stream_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A firewall drops every datagram to and from n2, and lets TCP through: the others'
+    fallback pings over TCP are answered, so nobody suspects n2, and the path is noted."""
+    async with trio.open_nursery() as nursery:
+        cluster = MemCluster(nursery, 3)
+        await cluster.start_all()
+        await cluster.wait_all_alive(timeout_s=5)
+        blocked = parse_address(cluster.addresses["n2"])
+
+        def route(source: tuple[str, int], destination: tuple[str, int], data: bytes) -> bool:
+            return not data or blocked not in (source, destination)  # b"": a TCP connect
+
+        cluster.network.route = route
+        await trio.sleep(20 * LOCAL.probe_interval_ticks * LOCAL.tick_ms / 1000)
+        assert cluster.all_alive()
+        assert cluster["n2"].counters["stream_pings_answered"] > 0
+        assert ("n1", "swim.probe_stream_only") in cluster.notes
+        for name in cluster.running():
+            events = cluster.members[name].events
+            assert not [e for e in events if e.name == "n2" and e.kind is EventKind.SUSPECT]
         nursery.cancel_scope.cancel()
 
 
