@@ -8,7 +8,10 @@ send). Each time the core fills a datagram it asks for updates that fit the byte
 * least-sent first, then newest first: fresh news spreads fastest, and an update that has
   gone out many times yields to one that has not gone out at all;
 * greedily packed: an update that does not fit is skipped and smaller ones after it may
-  still fit, so one 800-byte metadata update never blocks every small one;
+  still fit, so one 800-byte metadata update never blocks every small one; but after
+  ``PASS_OVER_LIMIT`` such skips the datagram is deemed full (updates in a large cluster
+  differ in size by a few bytes, and hunting through a thousand of them for the one that
+  fills the last 50 bytes cost more than the rest of the packing);
 * an update is dropped after ``retransmit_limit(mult, n) = mult * ceil(log10(n + 1))``
   sends, the lambda log n of the SWIM paper (base 10, as memberlist).
 
@@ -28,6 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prism.swim.messages import Update, estimate_size
+
+PASS_OVER_LIMIT = 8
+"""Updates skipped for their size in one ``get`` before the datagram is deemed full."""
 
 
 def retransmit_limit(mult: int, members: int) -> int:
@@ -96,6 +102,7 @@ class BroadcastQueue:
             return taken
         room = budget_bytes
         smallest = min(self._sizes)
+        pass_overs = PASS_OVER_LIMIT
         by_id = self._by_id
         tiers = self._tiers
         # What was sent, per tier, newest first; and whether it is the tier's newest end
@@ -112,7 +119,14 @@ class BroadcastQueue:
                 if room < smallest:
                     break
                 item = by_id[queued_id]
-                if item.size > room or (skip and item.update.node == skip):
+                if item.size > room:
+                    passed_over = True
+                    pass_overs -= 1
+                    if not pass_overs:
+                        room = 0  # deemed full: ends this tier's loop and the outer one
+                        break
+                    continue
+                if skip and item.update.node == skip:
                     passed_over = True
                     continue
                 if passed_over:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prism.swim.broadcast import BroadcastQueue
+from prism.swim.broadcast import PASS_OVER_LIMIT, BroadcastQueue
 from prism.swim.config import SwimConfig
 from prism.swim.core import SwimCore
 from prism.swim.members import Member, MemberState, MemberTable
@@ -92,13 +92,17 @@ class NaiveQueue:
     def get(self, budget: int, *, limit: int, skip: str = "") -> list[Update]:
         taken: list[Update] = []
         room = budget
+        too_big = 0
         for item in self.ordered():
             update = item[0]
             assert isinstance(update, Update)
-            if skip and update.node == skip:
-                continue
             cost = estimate_size(update)
             if cost > room:
+                too_big += 1
+                if too_big == PASS_OVER_LIMIT:
+                    break  # deemed full
+                continue
+            if skip and update.node == skip:
                 continue
             room -= cost
             taken.append(update)
