@@ -13,8 +13,8 @@ silent, sends a ``Nack``; with ``stream_probe``, the prober also pings the targe
 stream (TCP), whose ``Ack`` comes back on that connection. At the end of the period a probe
 without any ack makes the target *suspect*. Nacks tell the prober about itself: missing
 nacks raise the local health score (``prism.swim.health``), which stretches probe interval
-and timeout. A probe of a member already suspect carries the suspicion itself, first in the datagram
-(the "buddy system"), so the member learns it directly and can refute.
+and timeout. A probe of a member already suspect carries the suspicion itself, first in
+the datagram (the "buddy system"), so the member learns it directly and can refute.
 
 Suspicion (``prism.swim.suspicion``). A suspect gets a timer that starts long and shrinks
 with each independent confirmation (a suspect update with a new origin, re-gossiped so
