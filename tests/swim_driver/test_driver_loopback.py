@@ -13,7 +13,7 @@ from functools import partial
 import pytest
 import trio
 
-from prism.raft.transport import format_address
+from prism.raft.transport import Address, DatagramTransport, format_address
 from prism.swim.config import SwimConfig
 from prism.swim.core import SwimCore
 from prism.swim.driver import SwimDriver, SwimDriverConfig
@@ -29,6 +29,49 @@ pytestmark = pytest.mark.trio
 LOOPBACK = "127.0.0.1"
 # The local profile at twice its pace: still 100 ms of probe timeout on loopback.
 FAST = dataclasses.replace(SwimConfig.local(), tick_ms=50)
+
+
+@dataclass
+class Firewall:
+    """Drops every datagram to or from the addresses in ``blocked``; TCP passes."""
+
+    blocked: set[Address] = field(default_factory=set)
+
+
+class FirewalledUdp:
+    """A real UDP endpoint behind a ``Firewall``."""
+
+    def __init__(self, inner: DatagramTransport, firewall: Firewall) -> None:
+        self.inner = inner
+        self.firewall = firewall
+        self.dropped = 0
+
+    @property
+    def local_address(self) -> Address:
+        return self.inner.local_address
+
+    def _blocks(self, address: Address) -> bool:
+        blocked = self.firewall.blocked
+        return address in blocked or self.inner.local_address in blocked
+
+    async def send(self, data: bytes, address: Address) -> None:
+        if not self._blocks(address):
+            await self.inner.send(data, address)
+
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        if self._blocks(address):
+            self.dropped += 1
+            return True  # gone, as a firewall's drop is: the sender cannot tell
+        return self.inner.send_nowait(data, address)
+
+    async def receive(self) -> tuple[bytes, Address]:
+        return await self.inner.receive()
+
+    def receive_nowait(self) -> tuple[bytes, Address] | None:
+        return self.inner.receive_nowait()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @dataclass
@@ -51,10 +94,13 @@ async def start(
     seeds: Iterable[str] = (),
     generation: int = 0,
     prepare: Callable[[SwimCore], None] | None = None,
+    firewall: Firewall | None = None,
 ) -> Running:
     """A member on loopback ``port`` (0: any), joining through ``seeds`` (addresses).
-    ``prepare`` may step the new core before its driver runs."""
-    udp, tcp = await bind_udp_and_tcp((LOOPBACK, port))
+    ``prepare`` may step the new core before its driver runs; ``firewall`` sits in front
+    of its UDP socket."""
+    bound, tcp = await bind_udp_and_tcp((LOOPBACK, port))
+    udp: DatagramTransport = bound if firewall is None else FirewalledUdp(bound, firewall)
     address = format_address(udp.local_address)
     core = SwimCore(
         name,
@@ -154,6 +200,44 @@ async def test_loopback_members_join_update_leave_crash_and_restart() -> None:
             survivors = {"n1", "n2"} - {observer}
             assert all(EventKind.DEAD not in kinds[s] for s in survivors)  # no false death
         assert all(dict(members[n].driver.statistics().drops) == {} for n in ["n1", "n2", "n4"])
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_a_member_behind_a_udp_firewall_stays_alive_through_tcp_pings() -> None:
+    """Real sockets: every datagram to and from n2 is dropped, TCP passes. The others'
+    fallback pings reach n2 over TCP and are answered on the connection, so n2 is never
+    suspected, and n2 keeps the others alive the same way."""
+    firewall = Firewall()
+    async with trio.open_nursery() as nursery:
+        n1 = await start(nursery, "n1", firewall=firewall)
+        members = {"n1": n1}
+        for name in ["n2", "n3"]:
+            members[name] = await start(nursery, name, seeds=[n1.address], firewall=firewall)
+        names = list(members)
+        await wait_until(
+            lambda: all(
+                state(members[a], b) is MemberState.ALIVE for a in names for b in names if a != b
+            ),
+            timeout_s=10,
+        )
+        n2 = members["n2"]
+        firewall.blocked.add(n2.driver.local_address)
+        # Twenty probe periods: without the fallback, n2 would be suspect within one and
+        # dead within the suspicion timeout (1.5 s at this pace, well inside the wait).
+        await trio.sleep(20 * FAST.probe_interval_ticks * FAST.tick_ms / 1000)
+        for a in names:
+            for b in names:
+                if a != b:
+                    assert state(members[a], b) is MemberState.ALIVE, (a, b)
+        udp = n2.driver.datagrams
+        assert isinstance(udp, FirewalledUdp)
+        assert udp.dropped > 0  # the firewall was in the way
+        assert n2.driver.counters["stream_pings_answered"] > 0
+        assert members["n1"].driver.counters["stream_pings_answered"] > 0  # n2 probed n1
+        for observer in ["n1", "n3"]:
+            kinds = [e.kind for e in members[observer].events if e.name == "n2"]
+            assert EventKind.SUSPECT not in kinds
         nursery.cancel_scope.cancel()
 
 
