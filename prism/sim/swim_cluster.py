@@ -175,7 +175,7 @@ _NOTE_TEXT: dict[str, tuple[str, bool]] = {
     ),
     "swim.probe_failed": ("probe of {node} failed ({nacks} nack(s))", True),
     "swim.suspicion_check": (
-        "its lone suspicion of {node} ran out unconfirmed: probes it before declaring it dead",
+        "its suspicion of {node} ran out, but {doubt}: probes it before declaring it dead",
         False,
     ),
     "swim.suspicion_restarted": ("{node} answered the check: its suspicion starts over", False),

@@ -66,8 +66,8 @@ confirmations, which are re-gossiped; off, every suspicion lasts exactly ``min``
 SWIM timeout) and the buddy system (``buddy_system``: a probe of a suspect carries the
 suspicion). ``without_lifeguard()`` switches all three off: what is left is SWIM with
 suspicion, nacks and piggybacking, the baseline the Lifeguard paper compares against.
-It also switches off ``check_lone_suspicions``, Prism's own addition, which rests on the
-buddy system.
+It also switches off ``check_lone_suspicions`` and ``check_hearsay_suspicions``, Prism's own
+additions, which rest on the buddy system.
 """
 
 from __future__ import annotations
@@ -199,6 +199,20 @@ class SwimConfig(Validated):
     20 x 10 minutes at 100 members and 10 % loss. A real death is confirmed by the other
     probers long before the maximum, so detection does not slow down."""
 
+    check_hearsay_suspicions: bool = True
+    """Prism's addition to Lifeguard: a member that only *heard* of a suspicion (no probe of
+    its own failed during it) and has since received a message from the suspect itself
+    does not declare it dead when its timer runs out; it first probes the suspect, as for a
+    lone suspicion. Gossiped confirmations can all be stale: after a partition heals, a
+    push-pull merges the far side's verdicts ("dead", from probes across the cut) as
+    suspicions of members this side has been talking to all along, and the far side
+    confirms them again; if a suspect misses those few transmissions (4 at 6 live
+    members), the timers kill it (the simulator: ``swim-partition --nodes 12 --seed 10``,
+    2 false deaths). Only contradicted hearsay is checked: checks run one per probe period,
+    so checking every hearsay verdict would delay a whole partition's verdicts for
+    minutes, until some landed after the heal and killed live members across it. A real
+    death costs nothing: a dead member sends nothing to contradict its accusers."""
+
     @classmethod
     def lan(cls) -> SwimConfig:
         """Defaults for one data centre; see the module docstring for the reasoning."""
@@ -257,6 +271,7 @@ class SwimConfig(Validated):
             lha_suspicion=False,
             buddy_system=False,
             check_lone_suspicions=False,
+            check_hearsay_suspicions=False,
         )
 
     @property
@@ -303,7 +318,13 @@ class SwimConfig(Validated):
         )
         found.extend(
             f"{name} must be a bool"
-            for name in ("lha_suspicion", "buddy_system", "check_lone_suspicions", "stream_probe")
+            for name in (
+                "lha_suspicion",
+                "buddy_system",
+                "check_lone_suspicions",
+                "check_hearsay_suspicions",
+                "stream_probe",
+            )
             if type(getattr(self, name)) is not bool
         )
         if self.probe_timeout_ticks >= self.probe_interval_ticks:

@@ -494,13 +494,15 @@ class SwimCore:
             if member is None or member.state is not MemberState.SUSPECT:
                 del self._suspicions[name]
                 continue
-            if self.config.check_lone_suspicions and suspicion.is_lone and not suspicion.checked:
-                # One member's word, never confirmed: probe the suspect ourselves first
+            doubt = self._doubt(suspicion, member)
+            if doubt and not suspicion.checked:
+                # One member's word, never confirmed; or others' word against our own
+                # ears (the suspect has talked to us since): probe it ourselves first
                 # (the ping carries the suspicion, so a live suspect answers with its
                 # alive), and declare it dead only if that probe fails too.
                 suspicion.checking = True
                 self._checks[name] = None
-                self._note("swim.suspicion_check", node=name)
+                self._note("swim.suspicion_check", node=name, doubt=doubt)
                 continue
             del self._suspicions[name]
             if suspicion.confirmations < suspicion.k:
@@ -515,6 +517,19 @@ class SwimCore:
                     origin=self.name,
                 )
             )
+
+    def _doubt(self, suspicion: Suspicion, member: Member) -> str:
+        """Why a suspicion whose timer ran out is not yet enough to kill ('' if it is)."""
+        cfg = self.config
+        if cfg.check_lone_suspicions and suspicion.is_lone:
+            return "no one confirmed it"
+        if (
+            cfg.check_hearsay_suspicions
+            and not suspicion.witnessed_by(self.name)
+            and member.heard_tick >= suspicion.began_tick
+        ):
+            return "it has heard from the suspect since"
+        return ""
 
     def _tick_probe(self) -> None:
         probe = self._probe
@@ -731,6 +746,9 @@ class SwimCore:
         if src == self.name:
             self._drop("from_self")
             return
+        sender = self._members.lookup(src)
+        if sender is not None:
+            sender.heard_tick = self._now  # first-hand evidence that it runs
         if isinstance(msg, Ping | Ack | PingReq | Nack | Gossip) and msg.updates:
             self._apply_many(msg.updates)
         if isinstance(msg, Ping):

@@ -64,6 +64,7 @@ class Member:
     meta: bytes
     state: MemberState
     state_tick: int
+    heard_tick: int = -1  # the last tick a message came from it directly (-1: never)
 
     @property
     def is_live(self) -> bool:

@@ -15,8 +15,9 @@ that is merely slow to answer one prober has the whole ``max_ticks`` to refute.
 A *lone* accusation (no confirmation came although ``k`` were expected) is not trusted to
 kill on its own: when its timer runs out the member checks for itself, with a probe of the
 suspect (``checking``); only if that probe fails too (``checked``) is the suspect declared
-dead, and if it is answered the suspicion starts over (``restart``). See
-``SwimConfig.check_lone_suspicions``.
+dead, and if it is answered the suspicion starts over (``restart``). So is an accusation
+the member only heard of (it is not among the confirmers, ``witnessed_by``). See
+``SwimConfig.check_lone_suspicions`` and ``check_hearsay_suspicions``.
 
 The bounds scale with the cluster, ``min = mult * max(1, log10 n) * probe interval`` and
 ``max = max_mult * min``: in a larger cluster news needs more rounds to reach the suspect.
@@ -67,6 +68,10 @@ class Suspicion:
     checking: bool = False  # our own probe of the suspect is due or under way
     checked: bool = False  # and it failed: the accusation is ours too
     _deadline: int = field(default=-1, init=False, repr=False)  # cached; -1: to compute
+    began_tick: int = field(default=-1, init=False)  # start_tick before any restart
+
+    def __post_init__(self) -> None:
+        self.began_tick = self.start_tick
 
     @property
     def confirmations(self) -> int:
@@ -84,6 +89,10 @@ class Suspicion:
     def is_lone(self) -> bool:
         """Confirmations were expected and none came: one member's word only."""
         return self.k > 0 and self.confirmations == 0
+
+    def witnessed_by(self, name: str) -> bool:
+        """True if ``name``'s own probe failed during this suspicion (it is a confirmer)."""
+        return name in self.confirmers
 
     def restart(self, tick: int) -> None:
         """Run the timer again from ``tick`` (the suspect answered our check)."""

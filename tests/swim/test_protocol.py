@@ -275,6 +275,58 @@ def test_a_stream_ack_nobody_waits_for_is_a_counted_drop() -> None:
     assert dict(core.statistics().drops)["unexpected_stream_ack"] == 1
 
 
+def _suspect_n2_at_n1(config: SwimConfig, accusers: list[str]) -> tuple[bool, list[str]]:
+    """n1 hears ``accusers`` suspect n2, while n2 answers every ping of n1 but its
+    refutations are lost. Returns (whether n1 declared n2 dead within 60 periods, n1's
+    check notes about n2)."""
+    cluster = joined(5, config=config, seed=5)
+    n1 = cluster["n1"]
+    n1.ready()
+    for accuser in accusers:
+        suspect = Update(kind=UpdateKind.SUSPECT, node="n2", incarnation=0, origin=accuser)
+        n1.step(accuser, Gossip(updates=(suspect,)))
+    dead, checks = False, []
+    for _ in range(60 * PERIOD):
+        n1.tick()
+        ready = n1.ready()
+        dead = dead or any(e.kind is EventKind.DEAD and e.name == "n2" for e in ready.events)
+        checks += [
+            n.fields["doubt"]
+            for n in ready.notes
+            if n.event == "swim.suspicion_check" and n.fields["node"] == "n2"
+        ]
+        for out in ready.packets:
+            if isinstance(out.message, Ping) and out.message.target == "n2":
+                n1.step("n2", Ack(seq=out.message.seq, target="n2"))  # alive, news lost
+    return dead, [str(c) for c in checks]
+
+
+@pytest.mark.parametrize(
+    ("accusers", "doubt"),
+    [
+        (["n3"], "no one confirmed it"),  # lone: one member's word
+        (["n3", "n4", "n5"], "it has heard from the suspect since"),  # confirmed hearsay
+    ],
+)
+def test_a_suspect_that_answers_is_checked_not_killed(accusers: list[str], doubt: str) -> None:
+    """When its timer runs out, n1 probes n2 itself instead of declaring it dead: the
+    suspicion is one member's word (lone), or others' word while n2 keeps answering n1
+    (contradicted hearsay). n2 answers the check, so the timer starts over, again and
+    again: n2 is never declared dead."""
+    dead, checks = _suspect_n2_at_n1(LAN, accusers)
+    assert not dead
+    assert checks
+    assert set(checks) == {doubt}
+
+
+@pytest.mark.parametrize("accusers", [["n3"], ["n3", "n4", "n5"]])
+def test_without_the_checks_a_suspect_that_answers_is_killed(accusers: list[str]) -> None:
+    config = dataclasses.replace(LAN, check_lone_suspicions=False, check_hearsay_suspicions=False)
+    dead, checks = _suspect_n2_at_n1(config, accusers)
+    assert dead
+    assert checks == []
+
+
 def test_missing_nacks_raise_local_health_of_an_isolated_prober() -> None:
     """Lifeguard §IV: a prober whose relays cannot even nack suspects itself (LHM + 1 per
     missing nack), so it probes and accuses more slowly."""
