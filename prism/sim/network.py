@@ -11,10 +11,10 @@ is kept as a group per node, so nothing here grows with the square of the cluste
 
 Datagrams (``send``) may be lost, duplicated and reordered as their link says. Streams
 (``send_stream``, SWIM's push-pull and fallback probe over TCP) are reliable and in order
-but cut like datagrams: one exchange costs three one-way delays (handshake, then the data),
-and on a lossy link each of those three segments may be lost and sent again after TCP's
-retransmission timeout (1 s for the handshake, 200 ms for data, doubling each time, as
-Linux does), so loss makes a stream late rather than lost.
+but cut like datagrams: a connection costs three one-way delays (handshake, then the data)
+and its answer one more, and on a lossy link each of those segments may be lost and sent
+again after TCP's retransmission timeout (1 s for the handshake, 200 ms for data, doubling
+each time, as Linux does), so loss makes a stream late rather than lost.
 """
 
 from __future__ import annotations
@@ -225,9 +225,13 @@ class Network:
         self._delivered += 1
         deliver(src, dst, message)
 
-    def send_stream(self, src: str, dst: str, message: object, deliver: Deliver) -> None:
+    def send_stream(
+        self, src: str, dst: str, message: object, deliver: Deliver, *, answer: bool = False
+    ) -> None:
         """Carry ``message`` over a stream (TCP): never lost or duplicated, but it takes
-        three one-way delays (handshake, then the data) and a cut stops it, at either end."""
+        three one-way delays (handshake, then the data) and a cut stops it, at either end.
+        An ``answer`` goes back on the connection its question came in on: one one-way
+        delay (the data alone)."""
         self._streams_sent += 1
         if self.is_cut(src, dst) or self.is_cut(dst, src):  # the handshake goes both ways
             self._streams_dropped += 1
@@ -238,6 +242,16 @@ class Network:
         spec = self._links.get((src, dst), self._default)
         back = self._links.get((dst, src), self._default)
         rng = self._rng(src, dst)
+        if answer:
+            delay = spec.draw_delay_ns(rng)
+            wait = _retransmit_wait_ns(rng, spec.loss, DATA_RTO_NS) if spec.loss else 0
+            if wait is None:
+                self._streams_dropped += 1
+                return
+            self._loop.call_later(
+                delay + wait, partial(self._arrive_stream, src, dst, message, deliver)
+            )
+            return
         delay = 2 * spec.draw_delay_ns(rng) + back.draw_delay_ns(rng)
         if spec.loss or back.loss:
             waits = (

@@ -53,7 +53,7 @@ from prism.sim.timeline import TimelineEntry
 from prism.swim.config import SwimConfig
 from prism.swim.core import SwimCore
 from prism.swim.members import MemberState
-from prism.swim.messages import SwimMessage
+from prism.swim.messages import STREAM_ANSWERS, SwimMessage
 from prism.swim.ready import EventKind, Note, Ready
 
 PORT = 4200
@@ -520,7 +520,12 @@ class SwimSim:
                 if dst is None:
                     self.unroutable += 1
                     continue
-                self.network.send_stream(name, dst, out.message, self._deliver_stream)
+                # An answer (to a push-pull or a fallback ping) goes back on the
+                # connection its question came in on, as the driver sends it.
+                answer = isinstance(out.message, STREAM_ANSWERS)
+                self.network.send_stream(
+                    name, dst, out.message, self._deliver_stream, answer=answer
+                )
             self._observe(name, ready)
 
     # ------------------------------------------------------------------ observing

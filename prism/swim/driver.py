@@ -81,12 +81,11 @@ from prism.swim.core import SwimCore, SwimStatistics
 from prism.swim.members import Member
 from prism.swim.messages import (
     DATAGRAM_MESSAGES,
+    STREAM_ANSWERS,
     STREAM_MESSAGES,
     Ack,
-    JoinRefused,
     Ping,
     PushPull,
-    PushPullReply,
     SwimMessage,
 )
 from prism.swim.ready import EventKind, MemberEvent, Note, Outbound
@@ -576,11 +575,7 @@ class SwimDriver:
         for out in streams:
             message = out.message
             slot = self._reply_slot
-            if (
-                isinstance(message, PushPullReply | JoinRefused | Ack)
-                and slot is not None
-                and not slot
-            ):
+            if isinstance(message, STREAM_ANSWERS) and slot is not None and not slot:
                 slot.append(message)  # the answer to the connection being served
                 continue
             # Our own push-pull (join, anti-entropy, reconnect) or fallback ping, or an

@@ -243,6 +243,9 @@ DATAGRAM_MESSAGES: Final = (Ping, Ack, PingReq, Nack, Gossip)
 STREAM_MESSAGES: Final = (PushPull, PushPullReply, JoinRefused, Ping, Ack)
 """Messages a driver carries over a stream (TCP): the state exchanges, which may exceed a
 datagram, and the fallback probe (a ``Ping`` answered by an ``Ack`` on its connection)."""
+STREAM_ANSWERS: Final = (PushPullReply, JoinRefused, Ack)
+"""The stream messages that answer a question (a ``PushPull`` or a ``Ping``): they go back
+on the connection the question came in on."""
 
 
 def estimate_size(value: object) -> int:

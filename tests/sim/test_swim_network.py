@@ -125,6 +125,20 @@ def test_streams_are_reliable_slower_than_a_datagram_and_stopped_by_cuts() -> No
     assert net.stats["streams_dropped"] == 1
 
 
+def test_an_answer_goes_back_on_its_connection_in_one_one_way_delay() -> None:
+    loop = EventLoop(random.Random(1))
+    net = Network(loop, NODES, seed=2, link=LinkSpec(latency_ms=10, jitter_ms=0))
+    got: list[int] = []
+    net.send_stream("n2", "n1", "answer", lambda *_: got.append(loop.now_ns), answer=True)
+    loop.run_until(10**10)
+    assert got == [10 * NS_PER_MS]  # no handshake: the connection is open
+    net.cut("n2", "n1")
+    net.send_stream("n2", "n1", "late", lambda *_: got.append(0), answer=True)
+    loop.run_until(2 * 10**10)
+    assert got == [10 * NS_PER_MS]
+    assert net.stats["streams_dropped"] == 1
+
+
 def test_loss_delays_a_stream_by_tcp_retransmissions_instead_of_losing_it() -> None:
     loop = EventLoop(random.Random(1))
     net = Network(loop, NODES, seed=2, link=LinkSpec(latency_ms=10, jitter_ms=0, loss=0.3))
