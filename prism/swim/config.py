@@ -211,7 +211,13 @@ class SwimConfig(Validated):
     2 false deaths). Only contradicted hearsay is checked: checks run one per probe period,
     so checking every hearsay verdict would delay a whole partition's verdicts for
     minutes, until some landed after the heal and killed live members across it. A real
-    death costs nothing: a dead member sends nothing to contradict its accusers."""
+    death costs nothing: a dead member sends nothing to contradict its accusers.
+
+    Under the same switch: a suspicion that began with a push-pull's state (a stale verdict
+    merged, not gossip or a probe) is checked too, and a ``dead`` verdict heard about a
+    member that has sent us a message within the minimum suspicion timeout is taken as a
+    suspicion instead (a member is declared dead only after that long a silence, so such
+    a verdict is stale: from across a partition that has healed)."""
 
     @classmethod
     def lan(cls) -> SwimConfig:

@@ -200,6 +200,7 @@ class SwimCore:
         self._order = ProbeOrder(rng)
         self._health = Awareness(config.awareness_max_multiplier)
         self._broadcasts = BroadcastQueue()
+        self._merging = False  # a push-pull's state is being merged (see _merge)
         self._suspicions: dict[str, Suspicion] = {}
         # Suspects whose lone suspicion waits for our own probe, in order (a dict as an
         # ordered set). Invariant: each one's Suspicion.checking was set when it was added.
@@ -523,12 +524,11 @@ class SwimCore:
         cfg = self.config
         if cfg.check_lone_suspicions and suspicion.is_lone:
             return "no one confirmed it"
-        if (
-            cfg.check_hearsay_suspicions
-            and not suspicion.witnessed_by(self.name)
-            and member.heard_tick >= suspicion.began_tick
-        ):
-            return "it has heard from the suspect since"
+        if cfg.check_hearsay_suspicions and not suspicion.witnessed:
+            if member.heard_tick >= suspicion.began_tick:
+                return "it has heard from the suspect since"
+            if suspicion.merged:
+                return "it came from a state exchange"
         return ""
 
     def _tick_probe(self) -> None:
@@ -645,6 +645,9 @@ class SwimCore:
                 origin=self.name,
             )
         )
+        suspicion = self._suspicions.get(member.name)
+        if suspicion is not None:
+            suspicion.witnessed = True  # our own probe failed: no longer hearsay to us
 
     def _tick_gossip(self) -> None:
         interval = self.config.gossip_interval_ticks
@@ -907,6 +910,13 @@ class SwimCore:
         self._note("swim.name_conflict", holder=msg.address)
 
     def _merge(self, src: str, members: tuple[Update, ...]) -> None:
+        self._merging = True
+        try:
+            self._apply_merged(src, members)
+        finally:
+            self._merging = False
+
+    def _apply_merged(self, src: str, members: tuple[Update, ...]) -> None:
         self._apply_many(
             Update(
                 kind=UpdateKind.SUSPECT,
@@ -925,12 +935,43 @@ class SwimCore:
     # ------------------------------------------------------------------ news
 
     def _apply(self, update: Update) -> None:
+        """News from another member (our own verdicts go to ``_apply_failure`` directly)."""
         if update.kind is UpdateKind.ALIVE:
             self._apply_alive(update)
         elif update.kind is UpdateKind.SUSPECT:
             self._apply_suspect(update)
+        elif update.kind is UpdateKind.DEAD and self._heard_lately(update.node):
+            # A verdict against our own ears: a member dies only after staying silent for
+            # at least the minimum suspicion timeout, and this one spoke to us within it.
+            # The verdict is stale (typically from across a partition that has healed):
+            # suspect instead, and let the member refute.
+            self._note("swim.dead_doubted", node=update.node, by=update.origin)
+            self._apply_suspect(
+                Update(
+                    kind=UpdateKind.SUSPECT,
+                    node=update.node,
+                    incarnation=update.incarnation,
+                    origin=update.origin,
+                )
+            )
         else:
             self._apply_failure(update)
+
+    def _heard_lately(self, name: str) -> bool:
+        """Whether the live member ``name`` sent us a message within the minimum suspicion
+        timeout (``check_hearsay_suspicions``)."""
+        member = self._members.get(name)
+        if not self.config.check_hearsay_suspicions or member is None or not member.is_live:
+            return False
+        if member.heard_tick < 0:
+            return False
+        low, _, _ = suspicion_bounds(
+            members=self._members.live_count(),
+            suspicion_mult=self.config.suspicion_mult,
+            max_timeout_mult=self.config.suspicion_max_timeout_mult,
+            probe_interval_ticks=self.config.probe_interval_ticks,
+        )
+        return self._now - member.heard_tick < low
 
     def _about_me(self, update: Update) -> None:
         """News about this node from others: refute whatever it is not telling the truth."""
@@ -1078,6 +1119,7 @@ class SwimCore:
         if not self.config.lha_suspicion:
             high, k = low, 0  # plain SWIM: a fixed timeout, confirmations change nothing
         suspicion = Suspicion(start_tick=self._now, min_ticks=low, max_ticks=high, k=k)
+        suspicion.merged = self._merging
         suspicion.confirm(update.origin)
         self._suspicions[member.name] = suspicion
         self._broadcasts.queue(update)

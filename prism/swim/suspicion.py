@@ -16,7 +16,8 @@ A *lone* accusation (no confirmation came although ``k`` were expected) is not t
 kill on its own: when its timer runs out the member checks for itself, with a probe of the
 suspect (``checking``); only if that probe fails too (``checked``) is the suspect declared
 dead, and if it is answered the suspicion starts over (``restart``). So is an accusation
-the member only heard of (it is not among the confirmers, ``witnessed_by``). See
+the member only heard of (none of its own probes failed during it: not ``witnessed``;
+being named as a confirmer is not enough, since a push-pull names its sender). See
 ``SwimConfig.check_lone_suspicions`` and ``check_hearsay_suspicions``.
 
 The bounds scale with the cluster, ``min = mult * max(1, log10 n) * probe interval`` and
@@ -69,6 +70,8 @@ class Suspicion:
     checked: bool = False  # and it failed: the accusation is ours too
     _deadline: int = field(default=-1, init=False, repr=False)  # cached; -1: to compute
     began_tick: int = field(default=-1, init=False)  # start_tick before any restart
+    merged: bool = False  # it began with a push-pull's state, not with gossip or a probe
+    witnessed: bool = False  # a probe of our own failed during it
 
     def __post_init__(self) -> None:
         self.began_tick = self.start_tick
@@ -89,10 +92,6 @@ class Suspicion:
     def is_lone(self) -> bool:
         """Confirmations were expected and none came: one member's word only."""
         return self.k > 0 and self.confirmations == 0
-
-    def witnessed_by(self, name: str) -> bool:
-        """True if ``name``'s own probe failed during this suspicion (it is a confirmer)."""
-        return name in self.confirmers
 
     def restart(self, tick: int) -> None:
         """Run the timer again from ``tick`` (the suspect answered our check)."""

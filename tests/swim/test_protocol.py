@@ -327,6 +327,32 @@ def test_without_the_checks_a_suspect_that_answers_is_killed(accusers: list[str]
     assert checks == []
 
 
+@pytest.mark.parametrize("silent_periods", [0, 5])
+def test_a_dead_verdict_against_recent_first_hand_evidence_is_only_a_suspicion(
+    silent_periods: int,
+) -> None:
+    """A member is declared dead only after staying silent for the minimum suspicion
+    timeout (4 periods at 5 members). n1 heard from n2 ``silent_periods`` ago: just now,
+    the verdict is stale and becomes a suspicion (n2 can refute); after a longer silence,
+    it is believed."""
+    cluster = joined(5, seed=7)
+    n1 = cluster["n1"]
+    n1.step("n2", Gossip(updates=()))  # n2 speaks to n1
+    for _ in range(silent_periods * PERIOD):
+        n1.tick()
+    n1.ready()
+    dead = Update(kind=UpdateKind.DEAD, node="n2", incarnation=0, origin="n3")
+    n1.step("n3", Gossip(updates=(dead,)))
+    ready = n1.ready()
+    doubted = [n for n in ready.notes if n.event == "swim.dead_doubted"]
+    if silent_periods == 0:
+        assert n1.member("n2").state is MemberState.SUSPECT  # type: ignore[union-attr]
+        assert [n.fields for n in doubted] == [{"node": "n2", "by": "n3"}]
+    else:
+        assert n1.member("n2").state is MemberState.DEAD  # type: ignore[union-attr]
+        assert doubted == []
+
+
 def test_missing_nacks_raise_local_health_of_an_isolated_prober() -> None:
     """Lifeguard §IV: a prober whose relays cannot even nack suspects itself (LHM + 1 per
     missing nack), so it probes and accuses more slowly."""
