@@ -201,6 +201,7 @@ class SwimCore:
         self._health = Awareness(config.awareness_max_multiplier)
         self._broadcasts = BroadcastQueue()
         self._merging = False  # a push-pull's state is being merged (see _merge)
+        self._answered: dict[str, int] = {}  # accuser -> our incarnation it was sent
         self._suspicions: dict[str, Suspicion] = {}
         # Suspects whose lone suspicion waits for our own probe, in order (a dict as an
         # ordered set). Invariant: each one's Suspicion.checking was set when it was added.
@@ -987,6 +988,7 @@ class SwimCore:
                 # member that missed the refutation keeps suspecting a member that answers
                 # every probe, and declares it dead when the timer runs out.
                 self._broadcasts.queue(me.as_update(self.name))
+                self._answer_accuser(update.origin)
             return
         if (
             update.kind is UpdateKind.ALIVE
@@ -996,6 +998,26 @@ class SwimCore:
         ):
             return  # our own alive, echoed back
         self._refute(update)
+        if update.kind is not UpdateKind.ALIVE:
+            self._answer_accuser(update.origin)
+
+    def _answer_accuser(self, origin: str) -> None:
+        """Send our alive straight to the member that accused us, once per accuser and
+        incarnation. Gossip reaches everyone only with high probability; the accuser is
+        the one member that must hear the refutation, since its own timer will otherwise
+        declare us dead (the simulator: ``swim-loss --nodes 100 --seed 2 --duration 600``
+        at 10% loss, where a witness missed every one of about 1,200 transmissions)."""
+        accuser = self._members.get(origin)
+        if accuser is None or accuser is self._me or not accuser.is_live:
+            return
+        incarnation = self._me.incarnation
+        if self._answered.get(origin) == incarnation:
+            return
+        if len(self._answered) >= 2 * max(1, len(self._members)):
+            self._answered.clear()  # forget answers to reaped members now and then
+        self._answered[origin] = incarnation
+        alive = self._me.as_update(self.name)
+        self._packets.append(Outbound(to=accuser.address, message=Gossip(updates=(alive,))))
 
     def _refute(self, update: Update) -> None:
         me = self._me

@@ -22,7 +22,7 @@ from prism.swim.messages import (
     Update,
     UpdateKind,
 )
-from prism.swim.ready import EventKind
+from prism.swim.ready import EventKind, Outbound
 
 from .cluster import LAN, SwimCluster, address_of
 
@@ -351,6 +351,32 @@ def test_a_dead_verdict_against_recent_first_hand_evidence_is_only_a_suspicion(
     else:
         assert n1.member("n2").state is MemberState.DEAD  # type: ignore[union-attr]
         assert doubted == []
+
+
+def test_a_suspect_answers_each_accuser_directly_once() -> None:
+    """n1 hears that n2 suspects it: it refutes, and sends its alive straight to n2 (the
+    member whose timer would kill it), once per accuser and incarnation."""
+    n1 = joined(4, seed=8)["n1"]
+    n1.ready()
+
+    def direct_alives(ready_packets: list[Outbound]) -> list[tuple[str, int]]:
+        return [
+            (out.to, out.message.updates[0].incarnation)
+            for out in ready_packets
+            if isinstance(out.message, Gossip)
+            and len(out.message.updates) == 1
+            and out.message.updates[0].node == "n1"
+        ]
+
+    def accused_by(origin: str, relay: str) -> list[tuple[str, int]]:
+        suspect = Update(kind=UpdateKind.SUSPECT, node="n1", incarnation=0, origin=origin)
+        n1.step(relay, Gossip(updates=(suspect,)))
+        return direct_alives(n1.ready().packets)
+
+    assert accused_by("n2", relay="n3") == [(address_of("n2"), 1)]
+    assert n1.incarnation == 1
+    assert accused_by("n2", relay="n4") == []  # n2 has had its answer
+    assert accused_by("n3", relay="n4") == [(address_of("n3"), 1)]  # a stale accusation
 
 
 def test_missing_nacks_raise_local_health_of_an_isolated_prober() -> None:
