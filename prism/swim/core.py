@@ -20,7 +20,8 @@ Suspicion (``prism.swim.suspicion``). A suspect gets a timer that starts long an
 with each independent confirmation (a suspect update with a new origin, re-gossiped so
 that confirmations flow); when it expires the member is declared dead. A member that hears
 it is suspected (or dead, or claimed by another incarnation) refutes: it raises its
-incarnation past the accusation and gossips ``alive``; one that hears an accusation it has
+incarnation past the accusation and gossips ``alive``, and sends that ``alive`` straight to
+the accuser (the one member whose timer would kill it); one that hears an accusation it has
 already refuted sends its current ``alive`` again (whoever passed the accusation on missed
 the refutation, and would otherwise declare a member dead that answers every probe).
 Which news wins over which is decided in one place, ``prism.swim.members.supersedes``.
