@@ -242,23 +242,17 @@ class Network:
         spec = self._links.get((src, dst), self._default)
         back = self._links.get((dst, src), self._default)
         rng = self._rng(src, dst)
-        if answer:
+        # The one-way delays first, then each segment's retransmissions (in that order:
+        # the random draws, and so every digest, depend on it).
+        segments: tuple[tuple[float, int], ...]  # (loss, retransmission timeout) each
+        if answer:  # the data alone, on the connection its question opened
             delay = spec.draw_delay_ns(rng)
-            wait = _retransmit_wait_ns(rng, spec.loss, DATA_RTO_NS) if spec.loss else 0
-            if wait is None:
-                self._streams_dropped += 1
-                return
-            self._loop.call_later(
-                delay + wait, partial(self._arrive_stream, src, dst, message, deliver)
-            )
-            return
-        delay = 2 * spec.draw_delay_ns(rng) + back.draw_delay_ns(rng)
-        if spec.loss or back.loss:
-            waits = (
-                _retransmit_wait_ns(rng, spec.loss, SYN_RTO_NS),  # SYN
-                _retransmit_wait_ns(rng, back.loss, SYN_RTO_NS),  # SYN-ACK
-                _retransmit_wait_ns(rng, spec.loss, DATA_RTO_NS),  # the data
-            )
+            segments = ((spec.loss, DATA_RTO_NS),)
+        else:  # SYN, SYN-ACK, then the data
+            delay = 2 * spec.draw_delay_ns(rng) + back.draw_delay_ns(rng)
+            segments = ((spec.loss, SYN_RTO_NS), (back.loss, SYN_RTO_NS), (spec.loss, DATA_RTO_NS))
+        if any(loss for loss, _ in segments):
+            waits = [_retransmit_wait_ns(rng, loss, rto_ns) for loss, rto_ns in segments]
             if None in waits:
                 self._streams_dropped += 1  # every retransmission lost: the connection failed
                 return

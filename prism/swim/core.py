@@ -639,14 +639,7 @@ class SwimCore:
         if member is None or not member.is_live:
             return
         self._note("swim.probe_failed", node=probe.target, nacks=len(probe.nackers))
-        self._apply_suspect(
-            Update(
-                kind=UpdateKind.SUSPECT,
-                node=member.name,
-                incarnation=member.incarnation,
-                origin=self.name,
-            )
-        )
+        self._apply_suspect(_suspect(member.name, member.incarnation, origin=self.name))
         suspicion = self._suspicions.get(member.name)
         if suspicion is not None:
             suspicion.witnessed = True  # our own probe failed: no longer hearsay to us
@@ -920,12 +913,7 @@ class SwimCore:
 
     def _apply_merged(self, src: str, members: tuple[Update, ...]) -> None:
         self._apply_many(
-            Update(
-                kind=UpdateKind.SUSPECT,
-                node=update.node,
-                incarnation=update.incarnation,
-                origin=src,
-            )
+            _suspect(update.node, update.incarnation, origin=src)
             # A remote verdict of death may be stale (memberlist's rule): suspect instead,
             # and let the member refute if it is alive. The suspicion is the sender's own
             # (it holds it now), so it counts as a confirmation from it.
@@ -948,14 +936,7 @@ class SwimCore:
             # The verdict is stale (typically from across a partition that has healed):
             # suspect instead, and let the member refute.
             self._note("swim.dead_doubted", node=update.node, by=update.origin)
-            self._apply_suspect(
-                Update(
-                    kind=UpdateKind.SUSPECT,
-                    node=update.node,
-                    incarnation=update.incarnation,
-                    origin=update.origin,
-                )
-            )
+            self._apply_suspect(_suspect(update.node, update.incarnation, origin=update.origin))
         else:
             self._apply_failure(update)
 
@@ -1244,6 +1225,11 @@ class SwimCore:
 
     def _drop(self, reason: str) -> None:
         self._drops[reason] += 1
+
+
+def _suspect(node: str, incarnation: int, *, origin: str) -> Update:
+    """``origin`` suspects ``node`` at ``incarnation``."""
+    return Update(kind=UpdateKind.SUSPECT, node=node, incarnation=incarnation, origin=origin)
 
 
 def _stale_reason(member: Member | None, update: Update) -> str:
