@@ -215,9 +215,11 @@ class SwimConfig(Validated):
 
     Under the same switch: a suspicion that began with a push-pull's state (a stale verdict
     merged, not gossip or a probe) is checked too, and a ``dead`` verdict heard about a
-    member that has sent us a message within the minimum suspicion timeout is taken as a
-    suspicion instead (a member is declared dead only after that long a silence, so such
-    a verdict is stale: from across a partition that has healed)."""
+    member that has sent us a message since its accuser began to suspect it (the verdict
+    carries that age, ``Update.suspected_ms``; at least the minimum suspicion timeout) is
+    taken as a suspicion instead: such a verdict is stale, typically from across a
+    partition that has healed, where the accuser's suspicion ran through the partition
+    and expired just after the heal (``swim-partition --nodes 25 --seed 167``)."""
 
     @classmethod
     def lan(cls) -> SwimConfig:

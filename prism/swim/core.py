@@ -518,6 +518,7 @@ class SwimCore:
                     node=name,
                     incarnation=member.incarnation,
                     origin=self.name,
+                    suspected_ms=(self._now - suspicion.began_tick) * self.config.tick_ms,
                 )
             )
 
@@ -930,31 +931,41 @@ class SwimCore:
             self._apply_alive(update)
         elif update.kind is UpdateKind.SUSPECT:
             self._apply_suspect(update)
-        elif update.kind is UpdateKind.DEAD and self._heard_lately(update.node):
-            # A verdict against our own ears: a member dies only after staying silent for
-            # at least the minimum suspicion timeout, and this one spoke to us within it.
-            # The verdict is stale (typically from across a partition that has healed):
-            # suspect instead, and let the member refute.
+        elif update.kind is UpdateKind.DEAD and self._heard_since_suspected(update):
+            # A verdict against our own ears: the accused spoke to us after its accuser's
+            # evidence of silence began. The verdict is stale (typically from across a
+            # partition that has healed): suspect instead, and let the member refute.
             self._note("swim.dead_doubted", node=update.node, by=update.origin)
             self._apply_suspect(_suspect(update.node, update.incarnation, origin=update.origin))
         else:
             self._apply_failure(update)
 
-    def _heard_lately(self, name: str) -> bool:
-        """Whether the live member ``name`` sent us a message within the minimum suspicion
-        timeout (``check_hearsay_suspicions``)."""
-        member = self._members.get(name)
-        if not self.config.check_hearsay_suspicions or member is None or not member.is_live:
+    def _heard_since_suspected(self, verdict: Update) -> bool:
+        """Whether the live accused of the ``dead`` verdict sent us a message after its
+        accuser began to suspect it (``check_hearsay_suspicions``).
+
+        The verdict says how long its accuser had suspected the member (``suspected_ms``);
+        a member is declared dead only after at least the minimum suspicion timeout, so
+        that is the least age assumed. For a member that really died the accuser's
+        suspicion began after its last message to anyone, so we heard nothing since: the
+        window only ever catches stale verdicts. A tick of slack covers the rounding of
+        the two durations; the time a verdict spends in flight and in gossip queues makes
+        its stamped age an underestimate, which errs toward believing it.
+        """
+        cfg = self.config
+        member = self._members.get(verdict.node)
+        if not cfg.check_hearsay_suspicions or member is None or not member.is_live:
             return False
         if member.heard_tick < 0:
             return False
         low, _, _ = suspicion_bounds(
             members=self._members.live_count(),
-            suspicion_mult=self.config.suspicion_mult,
-            max_timeout_mult=self.config.suspicion_max_timeout_mult,
-            probe_interval_ticks=self.config.probe_interval_ticks,
+            suspicion_mult=cfg.suspicion_mult,
+            max_timeout_mult=cfg.suspicion_max_timeout_mult,
+            probe_interval_ticks=cfg.probe_interval_ticks,
         )
-        return self._now - member.heard_tick < low
+        suspected_ticks = verdict.suspected_ms // cfg.tick_ms - 1
+        return self._now - member.heard_tick < max(low, suspected_ticks)
 
     def _about_me(self, update: Update) -> None:
         """News about this node from others: refute whatever it is not telling the truth."""

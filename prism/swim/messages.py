@@ -89,6 +89,11 @@ class Update:
     ``ALIVE`` carries the member's advertise ``address`` and ``meta``; ``SUSPECT`` and ``DEAD``
     name their ``origin`` (who suspects, or who declared the death), because distinct
     origins are what confirm a suspicion (Lifeguard); ``LEFT`` is said by the member itself.
+
+    A ``DEAD`` verdict also says how long its ``origin`` had suspected the member when it
+    declared it dead (``suspected_ms``, 0 when unknown): the age of its evidence. A member
+    that heard from the accused itself after that evidence began knows the verdict is
+    stale (``SwimCore`` takes it as a suspicion); no clock is compared, only two durations.
     """
 
     kind: UpdateKind
@@ -97,12 +102,15 @@ class Update:
     address: str = ""
     meta: bytes = b""
     origin: str = ""
+    suspected_ms: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, UpdateKind):
             raise ValueError(f"kind must be an UpdateKind, got {self.kind!r}")
         _check_name("node", self.node)
-        _check_int(incarnation=self.incarnation)
+        _check_int(incarnation=self.incarnation, suspected_ms=self.suspected_ms)
+        if self.suspected_ms and self.kind is not UpdateKind.DEAD:
+            raise ValueError("suspected_ms belongs to a DEAD verdict only")
         alive = self.kind is UpdateKind.ALIVE
         _check_address("address", self.address, allow_empty=not alive)
         if type(self.meta) is not bytes or len(self.meta) > MAX_META_BYTES:
@@ -285,10 +293,10 @@ def _text_bytes(text: str) -> int:
 
 def _update_size(update: Update) -> int:
     """``estimate_size`` of an ``Update``, without the generic walk (the packing hot path):
-    the array header (5), kind and incarnation (9 each), and four strings or bytes (5 each
-    plus their length)."""
+    the array header (5), kind and incarnation (9 each), four strings or bytes (5 each plus
+    their length), and ``suspected_ms`` (9, or 1 for the 0 that all but verdicts carry)."""
     return (
-        43
+        (52 if update.suspected_ms else 44)
         + _text_bytes(update.node)
         + _text_bytes(update.address)
         + len(update.meta)

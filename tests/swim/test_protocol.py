@@ -353,6 +353,71 @@ def test_a_dead_verdict_against_recent_first_hand_evidence_is_only_a_suspicion(
         assert doubted == []
 
 
+@pytest.mark.parametrize(
+    ("suspected_periods", "believed"),
+    [(10, False), (5, True), (0, True)],  # n1 last heard from n2 6 periods ago
+)
+def test_a_dead_verdict_older_than_our_last_word_from_the_member_is_a_suspicion(
+    suspected_periods: int, believed: bool
+) -> None:
+    """The verdict says how long its accuser had suspected n2. n1 heard from n2 6 periods
+    ago, beyond the 4-period minimum: a verdict whose suspicion began 10 periods ago is
+    contradicted by what n1 heard since (stale, as from across a healed partition); one
+    that began 5 periods ago, after n2's last word, is believed, and so is one that gives
+    no age (then only the minimum suspicion timeout counts)."""
+    cluster = joined(5, seed=7)
+    n1 = cluster["n1"]
+    n1.step("n2", Gossip(updates=()))
+    for _ in range(6 * PERIOD):
+        n1.tick()
+    n1.ready()
+    dead = Update(
+        kind=UpdateKind.DEAD,
+        node="n2",
+        incarnation=0,
+        origin="n3",
+        suspected_ms=suspected_periods * PERIOD * LAN.tick_ms,
+    )
+    n1.step("n3", Gossip(updates=(dead,)))
+    doubted = [n for n in n1.ready().notes if n.event == "swim.dead_doubted"]
+    state = n1.member("n2").state  # type: ignore[union-attr]
+    assert state is (MemberState.DEAD if believed else MemberState.SUSPECT)
+    assert bool(doubted) is not believed
+
+
+def test_a_verdict_carries_the_age_of_its_suspicion() -> None:
+    """n1's own verdict on n2 says how long n1 had suspected it: from the accusation it
+    heard at tick 0 to the tick it declared n2 dead."""
+    core = _lone_accusation()
+    declared_at = None
+    for tick in range(1, 400):
+        core.tick()
+        packets = core.ready().packets
+        if declared_at is None and core.member("n2").state is MemberState.DEAD:  # type: ignore[union-attr]
+            declared_at = tick
+        verdicts = [
+            u
+            for out in packets
+            for u in getattr(out.message, "updates", ())
+            if u.kind is UpdateKind.DEAD and u.node == "n2"
+        ]
+        if verdicts:
+            assert declared_at is not None
+            assert {u.suspected_ms for u in verdicts} == {declared_at * LAN.tick_ms}
+            return
+        for out in packets:  # everyone answers but n2, which has gone
+            if isinstance(out.message, Ping) and out.message.target != "n2":
+                core.step(out.message.target, Ack(seq=out.message.seq, target=out.message.target))
+    raise AssertionError("n2 was never declared dead")
+
+
+def test_only_a_dead_verdict_carries_a_suspicion_age() -> None:
+    with pytest.raises(ValueError, match="suspected_ms"):
+        Update(kind=UpdateKind.SUSPECT, node="n2", incarnation=0, origin="n3", suspected_ms=1)
+    with pytest.raises(ValueError, match="suspected_ms"):
+        Update(kind=UpdateKind.DEAD, node="n2", incarnation=0, origin="n3", suspected_ms=-1)
+
+
 def test_a_suspect_answers_each_accuser_directly_once() -> None:
     """n1 hears that n2 suspects it: it refutes, and sends its alive straight to n2 (the
     member whose timer would kill it), once per accuser and incarnation."""

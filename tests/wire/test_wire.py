@@ -42,6 +42,7 @@ from prism.swim.messages import (
 from tests.swim.test_bad_input import MESSAGE_STRATEGIES as SWIM_STRATEGIES
 
 ALIVE = Update(kind=UpdateKind.ALIVE, node="n1", incarnation=3, address="10.0.0.1:4200")
+DEAD = Update(kind=UpdateKind.DEAD, node="n4", incarnation=2, origin="n2", suspected_ms=12_300)
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -179,7 +180,7 @@ def valid_fields(cls: type[Any]) -> list[object]:
         Ack: Ack(seq=1, target="n2", updates=(ALIVE,)),
         PingReq: PingReq(seq=2, target="n3", target_address="10.0.0.3:4200", reply_to="a:1"),
         Nack: Nack(seq=2, target="n3"),
-        Gossip: Gossip(updates=(ALIVE,)),
+        Gossip: Gossip(updates=(ALIVE, DEAD)),
         PushPull: PushPull(join=True, members=(ALIVE,)),
         PushPullReply: PushPullReply(members=(ALIVE,)),
         JoinRefused: JoinRefused(name="n2", address="10.0.0.2:4200", reason="name taken"),
