@@ -139,6 +139,29 @@ def test_broadcast_new_update_invalidates_the_old_one_about_the_same_member() ->
     assert q.get(10_000, limit=1) == [pending[0]]
 
 
+def test_broadcast_never_sends_a_member_what_it_is_known_to_hold() -> None:
+    """Not back to where it came from, not twice to one member; and dropped, before its
+    transmit limit, once as many members as there are others hold it."""
+    q = BroadcastQueue()
+    q.queue(_alive("a"), source="x")
+    q.queue(_alive("b"))
+    assert [u.node for u in q.get(10_000, limit=9, to="x", others=3)] == ["b"]
+    assert [u.node for u in q.get(10_000, limit=9, to="y", others=3)] == ["a", "b"]
+    assert q.get(10_000, limit=9, to="y", others=3) == []
+    assert [u.node for u in q.get(10_000, limit=9, to="z", others=3)] == ["a", "b"]
+    # a: held by x, y and z, all 3 others; b: sent to x, y and z
+    assert q.pending() == []
+
+
+def test_broadcast_with_no_one_left_to_tell_drops_the_update() -> None:
+    """A member whose every peer is gone still gossips to the recently dead (so they can
+    refute); what they already hold is dropped rather than kept for nobody."""
+    q = BroadcastQueue()
+    q.queue(_alive("a"), source="x")
+    assert q.get(10_000, limit=9, to="x", others=0) == []
+    assert q.pending() == []
+
+
 def test_broadcast_packing_skips_what_does_not_fit_and_takes_smaller_ones() -> None:
     q = BroadcastQueue()
     q.queue(_alive("small1"))
@@ -209,8 +232,9 @@ def test_size_estimate_is_an_upper_bound_of_msgpack(node: str, inc: int, meta: b
     u = Update(
         kind=UpdateKind.ALIVE, node=node, incarnation=inc, address="10.0.0.1:4200", meta=meta
     )
-    ping = Ping(seq=inc, target=node, reply_to="10.0.0.2:4200", updates=(u,))
-    for value in (u, ping):
+    dead = Update(kind=UpdateKind.DEAD, node=node, incarnation=inc, origin=node, suspected_ms=inc)
+    ping = Ping(seq=inc, target=node, reply_to="10.0.0.2:4200", updates=(u, dead))
+    for value in (u, dead, ping):
         assert len(msgpack.packb(_fields(value), use_bin_type=True)) <= estimate_size(value)
     assert estimate_size(u) <= MAX_UPDATE_BYTES
 
