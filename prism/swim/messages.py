@@ -293,10 +293,12 @@ def _text_bytes(text: str) -> int:
 
 def _update_size(update: Update) -> int:
     """``estimate_size`` of an ``Update``, without the generic walk (the packing hot path):
-    the array header (5), kind and incarnation (9 each), four strings or bytes (5 each plus
-    their length), and ``suspected_ms`` (9, or 1 for the 0 that all but verdicts carry)."""
+    the array header (5), kind (1: its values are msgpack fixints), incarnation (9), four
+    strings or bytes (5 each plus their length), and ``suspected_ms`` (9, or 1 for the 0
+    that all but verdicts carry). Tighter than the walk, which counts 9 for every int: the
+    fewer bytes an estimate wastes, the more updates ride each datagram."""
     return (
-        (52 if update.suspected_ms else 44)
+        (44 if update.suspected_ms else 36)
         + _text_bytes(update.node)
         + _text_bytes(update.address)
         + len(update.meta)
