@@ -7,8 +7,10 @@ stays a pure function of the seed.
 
 from __future__ import annotations
 
+import gc
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from heapq import heappop, heappush
 from typing import final
 
@@ -17,6 +19,24 @@ NS_PER_S = 1_000_000_000
 
 
 SAME_INSTANT_LIMIT = 1_000_000
+
+GC_THRESHOLD = (50_000, 20, 100)
+"""Garbage collection thresholds while a simulation runs. It allocates millions of
+short-lived objects (events, messages, updates) while holding millions of long-lived ones
+(1,000 members' tables): at CPython's default (700, 10, 10) the collector ran every few
+hundred events and walked every live object dozens of times, 17% of a 1,000-member SWIM
+cold start. Collections still happen, just less often; the run is unchanged."""
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Raise the collector's thresholds to at least ``GC_THRESHOLD``, restoring them after."""
+    old = gc.get_threshold()
+    gc.set_threshold(*(max(o, n) for o, n in zip(old, GC_THRESHOLD, strict=True)))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 class Livelock(RuntimeError):
@@ -67,22 +87,23 @@ class EventLoop:
         heap = self._heap
         ran = 0
         same = 0
-        try:
-            while heap and heap[0][0] <= end_ns:
-                event = heappop(heap)
-                if event[0] == self.now_ns:
-                    same += 1
-                    if same > SAME_INSTANT_LIMIT:
-                        raise Livelock(self.now_ns)
-                else:
-                    same = 0
-                    self.now_ns = event[0]
-                ran += 1
-                event[3]()
-                if stop is not None and stop():
-                    return True
-        finally:
-            self.events_run += ran
+        with fewer_collections():
+            try:
+                while heap and heap[0][0] <= end_ns:
+                    event = heappop(heap)
+                    if event[0] == self.now_ns:
+                        same += 1
+                        if same > SAME_INSTANT_LIMIT:
+                            raise Livelock(self.now_ns)
+                    else:
+                        same = 0
+                        self.now_ns = event[0]
+                    ran += 1
+                    event[3]()
+                    if stop is not None and stop():
+                        return True
+            finally:
+                self.events_run += ran
         if self.now_ns < end_ns:
             self.now_ns = end_ns
         return stop is not None and stop()
