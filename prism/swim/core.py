@@ -103,8 +103,8 @@ _TRACK_HOLDERS_UP_TO = 256
 """Live members up to which the broadcast queue is told whom a datagram goes to, so that it
 never sends a member an update it is known to hold. In a small cluster an update's few
 sends are what it needs to reach everyone, and a repeat costs a member its copy; in a
-large one they rarely repeat (12 sends among 999 others), and the lookup per queued update
-per datagram would cost the packing hot path a quarter of a 1,000-member cold start."""
+large one they rarely repeat (12 sends among 999 others), so the bookkeeping would only add
+work to the packing hot path of the largest clusters."""
 
 
 @dataclass(slots=True)
