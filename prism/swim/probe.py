@@ -29,7 +29,7 @@ class ProbeOrder:
             return
         self._known[name] = None
         # A position in 0..n. ``random()`` is one C call; ``randrange`` is several Python
-        # ones, and a 1,000-member cold start inserts a million names (3% of its CPU).
+        # ones, and a 1,000-member cold start inserts a million names.
         position = int(self._rng.random() * (len(self._names) + 1))
         self._names.insert(position, name)
         if position < self._index:
