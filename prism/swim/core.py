@@ -760,7 +760,7 @@ class SwimCore:
         if sender is not None:
             sender.heard_tick = self._now  # first-hand evidence that it runs
         if isinstance(msg, Ping | Ack | PingReq | Nack | Gossip) and msg.updates:
-            if self._members.live_count() <= _TRACK_HOLDERS_UP_TO:
+            if self._tracks_holders():
                 self._source = src
             try:
                 self._apply_many(msg.updates)
@@ -927,7 +927,7 @@ class SwimCore:
 
     def _merge(self, src: str, members: tuple[Update, ...]) -> None:
         self._merging = True
-        if self._members.live_count() <= _TRACK_HOLDERS_UP_TO:
+        if self._tracks_holders():
             self._source = src
         try:
             self._apply_merged(src, members)
@@ -1229,6 +1229,10 @@ class SwimCore:
             message = dataclasses.replace(message, updates=updates)
         self._packets.append(Outbound(to=to, message=message))
 
+    def _tracks_holders(self) -> bool:
+        """Whether the broadcast queue is told who holds each update (``_TRACK_HOLDERS_UP_TO``)."""
+        return self._members.live_count() <= _TRACK_HOLDERS_UP_TO
+
     def _take_updates(self, base_bytes: int, *, skip: str = "", to: str = "") -> tuple[Update, ...]:
         """Queued updates for a datagram to the member ``to`` whose other content is
         ``base_bytes`` big."""
@@ -1236,7 +1240,7 @@ class SwimCore:
         budget = cfg.max_datagram_bytes - cfg.envelope_overhead_bytes - base_bytes
         live = self._members.live_count()
         limit = retransmit_limit(cfg.retransmit_mult, max(1, live))
-        if live > _TRACK_HOLDERS_UP_TO:
+        if not self._tracks_holders():
             return tuple(self._broadcasts.get(budget, limit=limit, skip=skip))
         others = live - 1 if self._me.is_live else live  # a leaving node is no longer live
         return tuple(self._broadcasts.get(budget, limit=limit, to=to, others=others, skip=skip))
