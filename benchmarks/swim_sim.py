@@ -125,7 +125,7 @@ def bench_detect(args: argparse.Namespace) -> None:
         trials: list[dict[str, Any]] = []
         script = _spread_then_crashes(args.crashes, trials)
         scenario = SwimScenario("swim-crash", crash.summary, crash.duration_s, script)
-        params = SwimParams(nodes=n, seed=seed, stream_probe=args.stream_probe)
+        params = SwimParams(nodes=n, seed=seed, **_switches(args))
         result, wall_s, cpu_s = _timed(lambda p=params, s=scenario: SwimRun(s, p).run())  # type: ignore[misc]
         not_ok += not result.ok
         false_deaths += int(result.figures["false_deaths"] or 0)
@@ -205,12 +205,18 @@ def _rounded(value: float) -> float:
     return round(value, 3)
 
 
+def _switches(args: argparse.Namespace) -> dict[str, bool]:
+    """The configuration switches the command line turned (each on unless turned off)."""
+    return {"stream_probe": args.stream_probe, "coordinated_probes": args.coordinated_probes}
+
+
 def _params(args: argparse.Namespace, nodes: int) -> SwimParams:
-    return SwimParams(nodes=nodes, seed=args.first_seed, stream_probe=args.stream_probe)
+    return SwimParams(nodes=nodes, seed=args.first_seed, **_switches(args))
 
 
 def _config_name(args: argparse.Namespace) -> str:
-    return "SwimConfig.lan()" + ("" if args.stream_probe else ", stream_probe=False")
+    off = [f", {name}=False" for name, on in _switches(args).items() if not on]
+    return "SwimConfig.lan()" + "".join(off)
 
 
 # ---------------------------------------------------------------- loss
@@ -231,7 +237,7 @@ def bench_loss(args: argparse.Namespace) -> None:
                     duration_s=duration_s,
                     loss=args.loss,
                     lifeguard=lifeguard,
-                    stream_probe=args.stream_probe,
+                    **_switches(args),
                 )
                 result, wall_s, cpu_s = _timed(lambda p=params: _run("swim-loss", p))  # type: ignore[misc]
                 wall_total += wall_s
@@ -272,7 +278,7 @@ def bench_loss(args: argparse.Namespace) -> None:
                 "seeds": args.seeds,
                 "first_seed": args.first_seed,
                 "loss": args.loss,
-                "stream_probe": args.stream_probe,
+                **_switches(args),
                 "simulated_minutes_per_seed": args.loss_minutes,
             },
             {
@@ -323,7 +329,7 @@ def bench_load(args: argparse.Namespace) -> None:
                 "seed": args.first_seed,
                 "window_s": args.window,
                 "loss": 0.05,
-                "stream_probe": args.stream_probe,
+                **_switches(args),
             },
             {
                 "steady_msgs_per_member_per_period": steady[n],
@@ -362,7 +368,7 @@ def _spread(values: dict[int, float]) -> float:
 
 def bench_speed(args: argparse.Namespace) -> None:
     n = args.nodes
-    config = dataclasses.replace(SwimConfig.lan(), stream_probe=args.stream_probe)
+    config = dataclasses.replace(SwimConfig.lan(), **_switches(args))
     sim = SwimSim(nodes=n, seed=args.first_seed, config=config, link=LinkSpec())
     wall, cpu = time.perf_counter(), time.process_time()
     schedule_join(sim, args.first_seed)
@@ -465,6 +471,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="stream_probe",
         action="store_false",
         help="judge probes by datagrams alone (no fallback ping over TCP), to compare",
+    )
+    parser.add_argument(
+        "--no-coordinated-probes",
+        dest="coordinated_probes",
+        action="store_false",
+        help="each member probes in its own random order (SWIM's), to compare",
     )
     args = parser.parse_args(argv)
     if min(args.trials, args.seeds, args.crashes) < 1:

@@ -172,6 +172,7 @@ def sim_run(
     liveness: float = 10.0,
     lifeguard: bool = True,
     stream_probe: bool = True,
+    coordinated_probes: bool = True,
     unsafe: UnsafeSwitches = NO_UNSAFE,
     history: Path | None = None,
     schedule: Path | None = None,
@@ -211,6 +212,9 @@ def sim_run(
     stream_probe
         SWIM scenarios: when a direct ping goes unanswered, also ping over TCP
         (--no-stream-probe judges probes by datagrams alone, to compare).
+    coordinated_probes
+        SWIM scenarios: every member probed once per period on a shared schedule
+        (--no-coordinated-probes: each member probes in its own random order, to compare).
     history
         Write the client history to this file as JSON lines.
     schedule
@@ -250,10 +254,15 @@ def sim_run(
             latency=latency,
             lifeguard=lifeguard,
             stream_probe=stream_probe,
+            coordinated_probes=coordinated_probes,
             verbose=verbose,
             output=output,
         )
-    swim_only = {"--no-lifeguard": not lifeguard, "--no-stream-probe": not stream_probe}
+    swim_only = {
+        "--no-lifeguard": not lifeguard,
+        "--no-stream-probe": not stream_probe,
+        "--no-coordinated-probes": not coordinated_probes,
+    }
     for flag, used in swim_only.items():
         if used:
             return _error(f"{flag} applies to SWIM scenarios only, not to {scenario}")
@@ -333,6 +342,7 @@ def _run_swim(
     latency: float | None,
     lifeguard: bool,
     stream_probe: bool,
+    coordinated_probes: bool,
     verbose: bool,
     output: Output,
 ) -> int:
@@ -348,6 +358,7 @@ def _run_swim(
         latency_ms=latency,
         lifeguard=lifeguard,
         stream_probe=stream_probe,
+        coordinated_probes=coordinated_probes,
     )
     problems = params.problems()
     if problems:

@@ -279,6 +279,8 @@ class SwimSim:
         # Tick 1 falls a random phase into the first tick interval.
         phase = self._phase_rng.randrange(1, self.tick_ns + 1)
         node.origin_ns = self.loop.now_ns + phase - self.tick_ns
+        # The shared clock of the probe schedule is virtual time, in ticks.
+        node.core.set_clock_offset(node.origin_ns // self.tick_ns)
         self.views[name] = {}
         self._running[name] = None
         self._recount()
@@ -362,6 +364,7 @@ class SwimSim:
         grid = node.origin_ns % tick_ns
         next_ns = self.now_ns + 1 + (grid - self.now_ns - 1) % tick_ns
         node.origin_ns = next_ns - (core.now + 1) * tick_ns
+        core.set_clock_offset(node.origin_ns // tick_ns)  # as a driver corrects its clock
         paused_s = (self.now_ns - node.paused_since_ns) / NS_PER_S
         self.log.add(
             self.now_ns,

@@ -47,6 +47,7 @@ def header_line(result: SwimResult, *, version: str, duration_s: float, loss: fl
         f"duration={duration_s:g}s loss={loss:.4g} ({loss * 100:.4g}%) {link} "
         f"lifeguard={'on' if result.lifeguard else 'off'}"
         + ("" if result.stream_probe else " stream-probe=off")
+        + ("" if result.coordinated_probes else " probes=random")
     )
 
 

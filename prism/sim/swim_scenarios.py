@@ -38,8 +38,10 @@ The scenarios, and what each proves:
   ``remerge_bound_s``: ``remerge_s``.
 
 ``--no-lifeguard`` runs any of them with Lifeguard's three mechanisms off
-(``SwimConfig.without_lifeguard``), and ``--no-stream-probe`` without the fallback ping over
-TCP (``SwimConfig.stream_probe``), to compare.
+(``SwimConfig.without_lifeguard``), ``--no-stream-probe`` without the fallback ping over
+TCP (``SwimConfig.stream_probe``), and ``--no-coordinated-probes`` with SWIM's own randomized
+round robin in place of the coordinated probe schedule (``SwimConfig.coordinated_probes``),
+to compare.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class SwimParams:
     latency_ms: float | None = None  # None: LinkSpec's default (1 ms + up to 0.5 ms jitter)
     lifeguard: bool = True
     stream_probe: bool = True  # False: a probe is judged by datagrams alone
+    coordinated_probes: bool = True  # False: each member probes in its own random order
     tick_elision: bool = True  # False ticks every core every tick (same run, slower)
 
     def problems(self) -> list[str]:
@@ -108,6 +111,7 @@ class SwimResult:
     ok: bool
     lifeguard: bool
     stream_probe: bool
+    coordinated_probes: bool
     invariants: dict[str, bool | str]
     figures: dict[str, Figure]
     messages: dict[str, int]
@@ -131,6 +135,7 @@ class SwimResult:
             "digest": self.digest,
             "lifeguard": self.lifeguard,
             "stream_probe": self.stream_probe,
+            "coordinated_probes": self.coordinated_probes,
             **self.figures,
             "messages": self.messages,
             "params": self.params,
@@ -169,7 +174,11 @@ class SwimRun:
         config = SwimConfig.lan()
         if not params.lifeguard:
             config = config.without_lifeguard()
-        self.config = dataclasses.replace(config, stream_probe=params.stream_probe)
+        self.config = dataclasses.replace(
+            config,
+            stream_probe=params.stream_probe,
+            coordinated_probes=params.coordinated_probes,
+        )
         self.sim = SwimSim(
             nodes=params.nodes,
             seed=params.seed,
@@ -302,6 +311,7 @@ class SwimRun:
             ok=ok,
             lifeguard=self.params.lifeguard,
             stream_probe=self.params.stream_probe,
+            coordinated_probes=self.params.coordinated_probes,
             invariants=dict(self.invariants),
             figures=dict(self.figures),
             messages=messages,
@@ -554,6 +564,8 @@ def swim_replay_command(name: str, params: SwimParams) -> str:
         parts.append("--no-lifeguard")
     if not params.stream_probe:
         parts.append("--no-stream-probe")
+    if not params.coordinated_probes:
+        parts.append("--no-coordinated-probes")
     return " ".join(parts)
 
 

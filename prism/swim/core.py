@@ -5,8 +5,11 @@ Theory of operation. Inputs are ``tick()`` (one unit of logical time), ``step(sr
 ``leave`` and ``update_metadata``. Outputs accumulate until the caller takes them with
 ``ready()``; see ``prism.swim.ready`` for the handling loop.
 
-Failure detection (SWIM §3-4, Lifeguard §IV). Once per protocol period this node probes the
-next member of a randomized round-robin order (``prism.swim.probe``): a ``Ping``; if no
+Failure detection (SWIM §3-4, Lifeguard §IV). Once per protocol period this node probes one
+member: the one its slot of the period names in the coordinated schedule
+(``prism.swim.schedule``, which gives every live member exactly one prober per period, on a
+clock the driver shares through ``set_clock_offset``), or, with ``coordinated_probes`` off,
+the next one of SWIM's randomized round-robin order (``prism.swim.probe``). A ``Ping``; if no
 ``Ack`` came within the probe timeout, a ``PingReq`` to ``indirect_checks`` random live
 members, each of which pings the target and forwards the ack or, when the target stays
 silent, sends a ``Nack``; with ``stream_probe``, the prober also pings the target over a
@@ -93,11 +96,13 @@ from prism.swim.messages import (
 )
 from prism.swim.probe import ProbeOrder
 from prism.swim.ready import EventKind, MemberEvent, Note, Outbound, Ready
+from prism.swim.schedule import ProbeRing
 from prism.swim.suspicion import Suspicion, suspicion_bounds
 
 _ALIVE = MemberState.ALIVE
 _KIND_ALIVE = UpdateKind.ALIVE
 _NEVER = 1 << 62  # a tick no run reaches
+_NO_PERIOD = -(1 << 62)  # before every period of the shared clock
 _GOSSIP_BASE_BYTES = estimate_size(Gossip(updates=()))  # a Gossip datagram without updates
 _TRACK_HOLDERS_UP_TO = 256
 """Live members up to which the broadcast queue is told whom a datagram goes to, so that it
@@ -175,11 +180,13 @@ class SwimCore:
         config: SwimConfig,
         rng: random.Random,
         incarnation: int = 0,
+        clock_offset: int = 0,
     ) -> None:
         """``advertise_address`` is what other members use to reach this node (behind NAT or
         in a container it differs from ``bind_address``, which only the driver uses); it
         defaults to ``bind_address``. A node restarted with a known ``incarnation`` may pass
-        it; otherwise it learns it from the cluster and refutes past it."""
+        it; otherwise it learns it from the cluster and refutes past it. ``clock_offset``:
+        see ``set_clock_offset``."""
         config.validate()
         advertise = advertise_address or bind_address
         # Build our own update once: it validates name, address and metadata for us.
@@ -204,7 +211,15 @@ class SwimCore:
             state_tick=0,
         )
         self._members.add(self._me)
-        self._order = ProbeOrder(rng)
+        self._order = ProbeOrder(rng)  # the random round robin (``coordinated_probes`` off)
+        # The coordinated schedule (on): live members in ring order, and the shared clock,
+        # which reads ``_now + _clock_offset`` ticks.
+        self._ring = ProbeRing()
+        if config.coordinated_probes:
+            self._ring.add(name)
+        self._clock_offset = clock_offset
+        self._probed_period = _NO_PERIOD  # the last period (on the shared clock) we probed in
+        self._earliest_probe_tick = 0  # no probe before this tick (the health-scaled spacing)
         self._health = Awareness(config.awareness_max_multiplier)
         self._broadcasts = BroadcastQueue()
         self._merging = False  # a push-pull's state is being merged (see _merge)
@@ -235,6 +250,8 @@ class SwimCore:
         # Stagger the periodic work with the seeded RNG so that nodes started together do
         # not probe and push-pull in lockstep.
         self._next_probe_tick = 1 + rng.randrange(config.probe_interval_ticks)
+        if config.coordinated_probes:
+            self._next_probe_tick = 1  # the schedule gives the phase: look at the first tick
         self._next_gossip_tick = 1 + rng.randrange(max(1, config.gossip_interval_ticks))
         self._next_push_pull_tick = 1 + rng.randrange(max(1, config.push_pull_interval_ticks))
         self._next_reconnect_tick = 1 + rng.randrange(max(1, config.reconnect_interval_ticks))
@@ -555,9 +572,16 @@ class SwimCore:
         if self._left or self._now < self._next_probe_tick:
             return
         interval = self._health.scale(self.config.probe_interval_ticks)
-        self._next_probe_tick = self._now + interval
-        check = self._next_check()
-        target = check or self._order.next(self._is_probeable)
+        if self.config.coordinated_probes:
+            scheduled = self._take_slot(interval)
+            if scheduled is None:
+                return  # our slot has not come yet (the next look is set), or we are alone
+            check = self._next_check()
+            target = check or (scheduled if self._is_probeable(scheduled) else None)
+        else:
+            self._next_probe_tick = self._now + interval
+            check = self._next_check()
+            target = check or self._order.next(self._is_probeable)
         if target is None:
             return
         member = self._members.get(target)
@@ -577,6 +601,57 @@ class SwimCore:
             buddy = (member.as_update(self.name),)
         ping = Ping(seq=self._seq, target=target, reply_to=self.advertise_address)
         self._send(member.address, ping, first=buddy, to_name=target)
+
+    def _take_slot(self, interval: int) -> str | None:
+        """On the coordinated schedule, the member our slot of this period probes if the
+        slot has come and is still ours to take; else None. Either way ``_next_probe_tick``
+        is set to the tick to look again: the slot can move between looks, as the ring
+        changes or the clock is corrected."""
+        period_ticks = self.config.probe_interval_ticks
+        period, into = divmod(self._now + self._clock_offset, period_ticks)
+        slot = self._ring.slot(self.name, period, period_ticks)
+        if slot is None:
+            self._next_probe_tick = self._now + period_ticks - into  # alone: the next period
+            return None
+        phase, target = slot
+        if self._now < self._earliest_probe_tick or into < phase or period == self._probed_period:
+            self._next_probe_tick = self._first_slot(
+                max(self._now, self._earliest_probe_tick), phase
+            )
+            return None
+        self._probed_period = period
+        # A healthy member's next slot is one period on; a member whose health multiplier
+        # is m skips to the slot m periods on (Lifeguard: an overloaded member probes less).
+        self._earliest_probe_tick = self._now + interval - period_ticks // 2
+        self._next_probe_tick = self._first_slot(self._earliest_probe_tick, phase)
+        return target
+
+    def _first_slot(self, tick: int, phase: int) -> int:
+        """The first tick from ``tick`` on that falls at ``phase`` of a period we have not
+        probed in."""
+        period_ticks = self.config.probe_interval_ticks
+        period, into = divmod(tick + self._clock_offset, period_ticks)
+        slot = tick - into + phase
+        if slot < tick or period == self._probed_period:
+            slot += period_ticks
+        return slot
+
+    def set_clock_offset(self, offset: int) -> None:
+        """The shared clock (which numbers probe periods for the coordinated schedule) reads
+        ``now + offset`` ticks. Drivers derive it from the wall clock and correct it when
+        ticks were missed; the simulator from virtual time."""
+        if offset == self._clock_offset:
+            return
+        self._clock_offset = offset
+        if self.config.coordinated_probes and self._next_probe_tick > self._now + 1:
+            self._next_probe_tick = self._now + 1  # the slot moved: look again
+
+    def _probe_order_add(self, name: str) -> None:
+        """A member became live: give it its turn in the probe order in use."""
+        if self.config.coordinated_probes:
+            self._ring.add(name)
+        else:
+            self._order.add(name)
 
     def _next_check(self) -> str | None:
         """The next suspect whose lone suspicion waits for our own probe (in the round
@@ -739,6 +814,7 @@ class SwimCore:
             del reapable[member.name]
             self._targets_version += 1
             self._members.remove(member.name)
+            # The random order keeps the dead and left until now; the ring dropped them then.
             self._order.remove(member.name)
             self._suspicions.pop(member.name, None)
             self._event(EventKind.REAPED, member)
@@ -1084,7 +1160,7 @@ class SwimCore:
             version, _, targets = self._gossip_candidates
             if version == self._targets_version:
                 targets.append(member)  # where a rebuild would put it: last, in table order
-            self._order.add(member.name)
+            self._probe_order_add(member.name)
             self._remember_alive(update)
             self._broadcasts.queue(update, source=self._source)
             self._event(EventKind.JOINED, member)
@@ -1104,6 +1180,7 @@ class SwimCore:
             self._members.set_state(member, MemberState.ALIVE, self._now)
             if self._reapable.pop(member.name, None) is not None:
                 self._targets_version += 1  # back from dead or left
+                self._probe_order_add(member.name)
         self._remember_alive(update)
         self._suspicions.pop(member.name, None)
         self._broadcasts.queue(update, source=self._source)
@@ -1175,6 +1252,8 @@ class SwimCore:
         member.incarnation = update.incarnation
         left = update.kind is UpdateKind.LEFT
         self._members.set_state(member, MemberState.LEFT if left else MemberState.DEAD, self._now)
+        if self.config.coordinated_probes:
+            self._ring.remove(member.name)  # the ring holds live members only
         cfg = self.config
         keep = cfg.left_reap_ticks if left else cfg.dead_reap_ticks
         self._reapable[member.name] = self._now + keep

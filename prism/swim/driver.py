@@ -67,6 +67,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -217,7 +218,10 @@ class SwimDriver:
         *,
         config: SwimDriverConfig | None = None,
         on_note: Callable[[Note], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``wall_clock`` (seconds) numbers the probe periods that the coordinated schedule
+        shares with the other members; tests on a ``MockClock`` pass ``trio.current_time``."""
         self.config = config or SwimDriverConfig()
         self.config.validate()
         self.core = core
@@ -237,6 +241,8 @@ class SwimDriver:
         self._addresses: dict[str, Address | None] = {}
         self._join_problem: MemberEvent | None = None
         self._max_datagram_bytes = core.config.max_datagram_bytes
+        self._wall_clock = wall_clock
+        self._wall_minus_trio = 0.0  # wall clock minus trio's clock, taken when run starts
 
     # ------------------------------------------------------------------ queries
 
@@ -291,6 +297,9 @@ class SwimDriver:
         if self._state is not _State.NEW:
             raise RuntimeError("a SwimDriver runs once; build a new core and driver to restart")
         self._state = _State.RUNNING
+        # Ticks follow trio's clock; the shared period numbers follow the wall clock, read
+        # once here, so a wall clock stepped later (NTP) does not make a tick jump.
+        self._wall_minus_trio = self._wall_clock() - trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -393,7 +402,11 @@ class SwimDriver:
         await run_ticker(self.core.config.tick_ms / 1000, self._tick, self._tick_late)
 
     def _tick(self) -> None:
-        self.core.tick()
+        core = self.core
+        tick_s = core.config.tick_ms / 1000
+        shared_tick = int((trio.current_time() + self._wall_minus_trio) / tick_s)
+        core.set_clock_offset(shared_tick - (core.now + 1))  # moves only when ticks were missed
+        core.tick()
         self.counters["ticks"] += 1
         self._handle_ready()
 

@@ -107,7 +107,7 @@ def test_bad_swim_input_exits_2_with_one_line(
     assert len(ran.err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("flag", ["--no-lifeguard", "--no-stream-probe"])
+@pytest.mark.parametrize("flag", ["--no-lifeguard", "--no-stream-probe", "--no-coordinated-probes"])
 def test_swim_switches_are_for_swim_only(capsys: pytest.CaptureFixture[str], flag: str) -> None:
     ran = prismctl(capsys, "sim", "run", "minority-leader", flag)
     assert ran.code == 2
@@ -128,6 +128,20 @@ def test_no_stream_probe_runs_with_datagrams_alone(capsys: pytest.CaptureFixture
     with_probe = json.loads(prismctl(capsys, *args[:-1], "-o", "json").out)
     assert with_probe["stream_probe"] is True
     assert with_probe["messages"]["stream_Ping"] > 0  # 10 % loss: some direct pings fail
+
+
+def test_no_coordinated_probes_runs_in_random_order(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("sim", "run", "swim-crash", "--nodes", "8", "--no-coordinated-probes")
+    ran = prismctl(capsys, *args, "-o", "json")
+    assert ran.code == 0, ran.out
+    data = json.loads(ran.out)
+    assert data["coordinated_probes"] is False
+    assert data["params"]["coordinated_probes"] is False
+    assert data["replay"].endswith("--no-coordinated-probes")
+    assert prismctl(capsys, *args).out.splitlines()[0].endswith("lifeguard=on probes=random")
+    coordinated = json.loads(prismctl(capsys, *args[:-1], "-o", "json").out)
+    assert coordinated["coordinated_probes"] is True
+    assert coordinated["digest"] != data["digest"]  # a different run, not a relabelled one
 
 
 def test_unknown_scenario_names_the_swim_ones_too(capsys: pytest.CaptureFixture[str]) -> None:

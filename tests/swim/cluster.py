@@ -50,6 +50,7 @@ class SwimCluster:
         self.datagram_cuts: list[tuple[str, str]] = []
         self.drop_rule: Drop | None = None
         self.delivered = 0
+        self.ticks = 0  # rounds run: the shared clock the probe schedule reads
         self.sent: Counter[str] = Counter()  # messages put on the wire, by type name
         self.generation: dict[str, int] = {}
         for name in names or [f"n{i}" for i in range(1, size + 1)]:
@@ -85,6 +86,7 @@ class SwimCluster:
             meta=meta,
             config=config or self.config,
             rng=random.Random(f"{self.seed}/{name}/{generation}"),
+            clock_offset=self.ticks,  # a core counts from 0; the cluster's clock has run on
         )
         self.cores[name] = core
         self.by_address[advertise] = name
@@ -153,6 +155,7 @@ class SwimCluster:
     def tick(self, n: int = 1) -> None:
         """``n`` rounds of: tick every live node once, then deliver until quiet."""
         for _ in range(n):
+            self.ticks += 1
             for name in self.live():
                 self.cores[name].tick()
                 self.collect(name)

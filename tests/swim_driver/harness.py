@@ -82,6 +82,7 @@ class MemCluster:
             streams,
             config=self.driver_config,
             on_note=lambda note: self.notes.append((name, note.event)),
+            wall_clock=trio.current_time,  # the probe schedule on the MockClock: deterministic
         )
         member = Member(name, driver)
         self.members[name] = member

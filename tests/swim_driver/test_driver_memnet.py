@@ -66,7 +66,9 @@ async def test_join_waits_for_a_seed_that_starts_later(
             "n2", bind_address=cluster.addresses["n2"], config=LOCAL, rng=random.Random(2)
         )
         datagrams, streams = network.open(parse_address(cluster.addresses["n2"]))
-        driver = SwimDriver(core, datagrams, streams, config=SwimDriverConfig.local())
+        driver = SwimDriver(
+            core, datagrams, streams, config=SwimDriverConfig.local(), wall_clock=trio.current_time
+        )
         await nursery.start(driver.run)
         joined_at: list[float] = []
 
