@@ -56,7 +56,8 @@ def remaining_suspicion_ticks(confirmations: int, *, k: int, min_ticks: int, max
 @dataclass(slots=True)
 class Suspicion:
     """One running suspicion. ``confirmers`` holds the origins seen, the first included
-    (the first does not count as a confirmation: it is the accusation itself).
+    (the first does not count as a confirmation: it is the accusation itself), up to the
+    ``k`` confirmations that bring the timer to its minimum.
 
     Invariant: ``confirmers`` is a dict used as an ordered set (never a ``set`` of str).
     """
@@ -81,8 +82,11 @@ class Suspicion:
         return max(0, len(self.confirmers) - 1)
 
     def confirm(self, origin: str) -> bool:
-        """Record ``origin``'s suspicion; True if it is a new, independent one."""
-        if origin in self.confirmers:
+        """Record ``origin``'s suspicion; True if it is a new, independent one that still
+        counts. Past ``k`` confirmations none does (memberlist's rule): the timer is at its
+        minimum already, and passing each further accuser on would keep every member
+        gossiping for the whole suspicion, as one more member accuses every period."""
+        if origin in self.confirmers or len(self.confirmers) > self.k:
             return False
         self.confirmers[origin] = None
         self._deadline = -1

@@ -102,6 +102,23 @@ def test_confirmations_make_death_faster_than_the_maximum_timeout() -> None:
     assert any(note.event == "swim.suspicion_confirmed" for _, note in cluster.notes)
 
 
+def test_accusers_past_k_confirmations_are_not_passed_on() -> None:
+    """memberlist's rule: once k confirmations brought the timer to its minimum, further
+    accusers change nothing, so their suspicions are not gossiped again (under the
+    coordinated schedule one more member accuses every period)."""
+    core = _lone_accusation()  # n3 accuses n2; k = 2 confirmations expected
+    core.ready()
+    for origin in ("n4", "n5", "n6", "n7"):
+        accusation = Update(kind=UpdateKind.SUSPECT, node="n2", incarnation=0, origin=origin)
+        core.step(origin, Gossip(updates=(accusation,)))
+    # The queue holds the newest news per member: the last accuser passed on, n5.
+    queued = [u.origin for u in core.pending_updates() if u.kind is UpdateKind.SUSPECT]
+    assert queued == ["n5"]
+    notes = core.ready().notes
+    confirmed = [n.fields["by"] for n in notes if n.event == "swim.suspicion_confirmed"]
+    assert confirmed == ["n4", "n5"]
+
+
 def _lone_accusation() -> SwimCore:
     """n1 knows n2..n8; n3 alone accuses n2 (incarnation 0), and nobody refutes."""
     core = SwimCore("n1", bind_address="n1:1", config=LAN, rng=random.Random(0))

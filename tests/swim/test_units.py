@@ -90,6 +90,8 @@ def test_suspicion_counts_only_distinct_independent_origins() -> None:
     assert s.confirm("c")
     assert s.confirmations == 2
     assert s.deadline() == 140
+    assert not s.confirm("d")  # past k: the timer is at its minimum, nothing to pass on
+    assert s.confirmations == 2
 
 
 # ---------------------------------------------------------------------- broadcast queue
