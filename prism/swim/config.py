@@ -66,9 +66,9 @@ Lifeguard on and off. Lifeguard (Dadgar et al.) is three mechanisms, each with i
 that the simulator can measure what each buys: the local health multiplier
 (``awareness_max_multiplier``; 1 switches it off), LHA-suspicion (``lha_suspicion``: a
 suspicion starts at ``suspicion_max_timeout_mult * min`` and shrinks with independent
-confirmations, which are re-gossiped; off, every suspicion lasts exactly ``min``, the plain
-SWIM timeout) and the buddy system (``buddy_system``: a probe of a suspect carries the
-suspicion). ``without_lifeguard()`` switches all three off: what is left is SWIM with
+confirmations, the first k of which are re-gossiped; off, every suspicion lasts exactly
+``min``, the plain SWIM timeout) and the buddy system (``buddy_system``: a probe of a suspect
+carries the suspicion). ``without_lifeguard()`` switches all three off: what is left is SWIM with
 suspicion, nacks and piggybacking, the baseline the Lifeguard paper compares against.
 It also switches off ``check_lone_suspicions`` and ``check_hearsay_suspicions``, Prism's own
 additions, which rest on the buddy system.
@@ -182,9 +182,9 @@ class SwimConfig(Validated):
     lha_suspicion: bool = True
     """Lifeguard's LHA-suspicion: start each suspicion at ``suspicion_max_timeout_mult *
     min`` and shrink it towards ``min`` as independent confirmations arrive (and re-gossip
-    them). Off, a suspicion lasts ``min`` whatever others say: detection is as fast as the
-    fastest case with Lifeguard, and a lone, possibly mistaken, accuser is believed as
-    quickly as a chorus."""
+    the first k of them, which bring it to ``min``). Off, a suspicion lasts ``min`` whatever
+    others say: detection is as fast as the fastest case with Lifeguard, and a lone,
+    possibly mistaken, accuser is believed as quickly as a chorus."""
 
     buddy_system: bool = True
     """Lifeguard's buddy system: a ping to a suspect carries the suspicion first, so the

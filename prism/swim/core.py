@@ -20,14 +20,15 @@ and timeout. A probe of a member already suspect carries the suspicion itself, f
 the datagram (the "buddy system"), so the member learns it directly and can refute.
 
 Suspicion (``prism.swim.suspicion``). A suspect gets a timer that starts long and shrinks
-with each independent confirmation (a suspect update with a new origin, re-gossiped so
-that confirmations flow); when it expires the member is declared dead. A member that hears
-it is suspected (or dead, or claimed by another incarnation) refutes: it raises its
-incarnation past the accusation and gossips ``alive``, and sends that ``alive`` straight to
-the accuser (the one member whose timer would kill it); one that hears an accusation it has
-already refuted sends its current ``alive`` again (whoever passed the accusation on missed
-the refutation, and would otherwise declare a member dead that answers every probe).
-Which news wins over which is decided in one place, ``prism.swim.members.supersedes``.
+with each independent confirmation (a suspect update with a new origin; the first k are
+re-gossiped so that confirmations flow, later ones would change no timer); when it expires
+the member is declared dead. A member that hears it is suspected (or dead, or claimed by
+another incarnation) refutes: it raises its incarnation past the accusation and gossips
+``alive``, and sends that ``alive`` straight to the accuser (the one member whose timer
+would kill it); one that hears an accusation it has already refuted sends its current
+``alive`` again (whoever passed the accusation on missed the refutation, and would otherwise
+declare a member dead that answers every probe). Which news wins over which is decided in
+one place, ``prism.swim.members.supersedes``.
 
 Dissemination (``prism.swim.broadcast``). Every change this node accepts is queued and
 piggybacked on every datagram it sends (pings, acks, ping-reqs, nacks, and a dedicated
