@@ -122,8 +122,12 @@ class UdpTransport:
     """One bound UDP socket: a non-blocking stdlib socket, waited on through trio.
 
     ``send_nowait`` and ``receive_nowait`` call the socket directly (one system call, no
-    address resolution, no checkpoint); ``send`` and ``receive`` wait with trio's socket
-    wrapper around the same socket.
+    address resolution, no checkpoint). ``send`` waits with trio's socket wrapper around
+    the same socket. ``receive`` waits for the socket to be readable, then reads it directly:
+    a driver calls it only once ``receive_nowait`` has found the socket empty, so the read
+    that trio's wrapper tries before it waits would fail every time, and the extra pass
+    through the scheduler it makes after a read that succeeds would cost a busy node one per
+    batch. The wait is the checkpoint.
     """
 
     def __init__(self, sock: socket.socket, local_address: Address) -> None:
@@ -161,8 +165,16 @@ class UdpTransport:
         return True
 
     async def receive(self) -> tuple[bytes, Address]:
-        data, source = await self._sock.recvfrom(RECEIVE_BUFFER_BYTES)
-        return data, (str(source[0]), int(source[1]))
+        raw = self._raw
+        if raw.fileno() == -1:
+            raise trio.ClosedResourceError("the transport is closed")  # as MemoryTransport
+        while True:
+            await trio.lowlevel.wait_readable(raw)
+            try:
+                data, source = raw.recvfrom(RECEIVE_BUFFER_BYTES)
+            except BlockingIOError:
+                continue  # readable, then empty again: nothing to do but wait once more
+            return data, (str(source[0]), int(source[1]))
 
     def receive_nowait(self) -> tuple[bytes, Address] | None:
         try:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import trio
+import trio.testing
 
 from prism.raft.transport import (
     MemoryNetwork,
@@ -58,6 +59,40 @@ async def test_udp_transport_binds_port_zero_and_carries_datagrams() -> None:
         await a.send(b"hello", b.local_address)
         with trio.fail_after(5):
             assert await b.receive() == (b"hello", a.local_address)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.trio
+async def test_udp_transport_receive_waits_then_reads_and_fails_once_closed() -> None:
+    """``receive`` waits for the socket before it reads (the driver calls it on an empty
+    socket); closing the transport ends a wait, and a later call, with ClosedResourceError."""
+    a = await UdpTransport.bind(("127.0.0.1", 0))
+    b = await UdpTransport.bind(("127.0.0.1", 0))
+    try:
+        async with trio.open_nursery() as nursery:
+            received: list[tuple[bytes, tuple[str, int]]] = []
+
+            async def receive_one() -> None:
+                received.append(await b.receive())
+
+            nursery.start_soon(receive_one)
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.send_nowait(b"later", b.local_address)
+        assert received == [(b"later", a.local_address)]
+        assert b.receive_nowait() is None
+        async with trio.open_nursery() as nursery:
+
+            async def receive_until_closed() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await b.receive()
+
+            nursery.start_soon(receive_until_closed)
+            await trio.testing.wait_all_tasks_blocked()
+            b.close()
+        with pytest.raises(trio.ClosedResourceError):
+            await b.receive()
     finally:
         a.close()
         b.close()
