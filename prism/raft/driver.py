@@ -77,7 +77,10 @@ Requests and their errors
 ``propose`` and ``read_index`` / ``read`` wait for their outcome; ``propose_nowait`` proposes
 without waiting and returns the ``Waiter``, for a caller that handles many requests in one
 task (a callback runs when the outcome is known; the caller bounds the wait and calls
-``forget_proposal`` when it gives up). They raise ``NotLeader``
+``forget_proposal`` when it gives up). Such a caller may pass ``on_settled``: the driver
+calls it, in its own task, after each batch of callbacks it ran (after each slice of applied
+entries, after each ``Ready``'s reads, and when it stops), so the caller can send the
+answers of a whole batch at once instead of waking a task per answer. They raise ``NotLeader``
 (with ``leader_address`` when the address book knows it), ``ProposalDropped`` (the core
 refused), ``Overloaded`` (too many requests or proposal bytes already pending here: refused
 at once, so memory stays bounded), ``ProposalTimeout``, ``ProposalLost``, and
@@ -235,6 +238,7 @@ class RaftDriver(Generic[R]):
         *,
         config: DriverConfig | None = None,
         on_note: Callable[[Note], None] | None = None,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
         self.config = config or DriverConfig()
         self.config.validate()
@@ -246,6 +250,7 @@ class RaftDriver(Generic[R]):
         self.drops: Counter[str] = Counter()  # incoming datagrams dropped, by reason
         self.counters: Counter[str] = Counter()  # everything else that is counted
         self._on_note = on_note
+        self._on_settled = on_settled
         self._in_thread = (
             self.config.persist_in_thread
             if self.config.persist_in_thread is not None
@@ -364,6 +369,7 @@ class RaftDriver(Generic[R]):
             self._shut(f"{self.id} closed before it ran")
             return
         self._pending.fail_all(ShuttingDown(f"{self.id} is shutting down"))
+        self._settled()
         if self._scope is not None:
             self._scope.cancel()
         await self._stopped.wait()
@@ -402,6 +408,7 @@ class RaftDriver(Generic[R]):
     def _shut(self, reason: str) -> None:
         self._state = _State.CLOSED
         self._pending.fail_all(ShuttingDown(reason))
+        self._settled()
         self.transport.close()
         self._stopped.set()
 
@@ -719,15 +726,26 @@ class RaftDriver(Generic[R]):
             if position % APPLY_SLICE == 0 and position < len(entries):
                 # Let the answers of what is applied so far leave while the rest is applied
                 # (never cancelled here: a batch is applied whole).
+                self._settled()
                 await trio.lowlevel.cancel_shielded_checkpoint()
+        if entries:
+            self._settled()
 
     def _take_reads(self, ready: Ready) -> None:
+        if not (ready.read_states or ready.dropped_reads or self._pending.reads):
+            return  # nothing to serve or fail: spare the call
         self._pending.reads_progressed(
             ready.read_states,
             ready.dropped_reads,
             self._applied,
             lambda: self._not_leader(self.core.leader),
         )
+        self._settled()
+
+    def _settled(self) -> None:
+        """Tell the owner a batch of waiters' callbacks has run (``on_settled``)."""
+        if self._on_settled is not None:
+            self._on_settled()
 
     async def _maybe_take_snapshot(self) -> None:
         """The last step of the handling loop: snapshot the state machine when the log has
@@ -774,10 +792,18 @@ async def open_raft_driver(
     *,
     config: DriverConfig | None = None,
     on_note: Callable[[Note], None] | None = None,
+    on_settled: Callable[[], None] | None = None,
 ) -> AsyncIterator[RaftDriver[R]]:
     """Run a ``RaftDriver`` for the body of an ``async with``; ``aclose`` it on the way out."""
     driver = RaftDriver(
-        core, storage, machine, transport, addresses, config=config, on_note=on_note
+        core,
+        storage,
+        machine,
+        transport,
+        addresses,
+        config=config,
+        on_note=on_note,
+        on_settled=on_settled,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)

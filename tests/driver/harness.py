@@ -137,7 +137,13 @@ class MemCluster:
         for node_id in self.ids:
             await self.start(node_id)
 
-    async def start(self, node_id: str, *, driver_config: DriverConfig | None = None) -> Driver:
+    async def start(
+        self,
+        node_id: str,
+        *,
+        driver_config: DriverConfig | None = None,
+        on_settled: Callable[[], None] | None = None,
+    ) -> Driver:
         """Start ``node_id`` from what its storage holds, with a fresh state machine."""
         self.incarnations[node_id] += 1
         storage = self.storages[node_id]
@@ -158,6 +164,7 @@ class MemCluster:
             self.addresses,
             config=driver_config or self.driver_config,
             on_note=notes.append,
+            on_settled=on_settled,
         )
         node = Node(node_id, storage, driver, machine, notes=notes)
         self.nodes[node_id] = node

@@ -432,6 +432,34 @@ async def test_driver_batches_proposals_and_applies_a_large_batch_in_slices(
         nursery.cancel_scope.cancel()
 
 
+async def test_driver_calls_on_settled_after_each_batch_of_callbacks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``on_settled`` runs after the callbacks of each applied slice (so a caller can send
+    a batch's answers together), and after the callbacks that a stop fails."""
+    count = APPLY_SLICE + 5
+    log: list[str] = []
+    async with trio.open_nursery() as nursery:
+        cluster = MemCluster(nursery, size=1)
+        driver = await cluster.start("n1", on_settled=lambda: log.append("settled"))
+        await cluster.wait_leader()
+        await driver.propose(put("a", "1"), timeout_s=5)
+        log.clear()
+        waiters = [driver.propose_nowait(put(f"k{i}", f"v{i}"))[2] for i in range(count)]
+        for waiter in waiters:
+            waiter.on_done(lambda w: log.append("done"))
+        await wait_until(lambda: all(w.done for w in waiters))
+        assert log == ["done"] * APPLY_SLICE + ["settled"] + ["done"] * 5 + ["settled"]
+        log.clear()
+        _index, _term, last = driver.propose_nowait(put("z", "1"))
+        last.on_done(lambda w: log.append("done"))
+        await driver.aclose()
+        with pytest.raises(ShuttingDown):
+            last.outcome()
+        assert log[:2] == ["done", "settled"]
+        nursery.cancel_scope.cancel()
+
+
 async def test_driver_cancelled_during_a_write_waits_for_it_to_finish(
     thread_safe_clock: trio.testing.MockClock,
 ) -> None:
