@@ -59,6 +59,7 @@ import math
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -248,7 +249,10 @@ class _Node:
                 persist_in_thread=options.fsync if options.data_dir is not None else None,
             ),
             on_note=self._on_note,
+            on_settled=self.flush,
         )
+        # Connections with replies queued since the last flush, in the order they got one.
+        self._unflushed: dict[_Connection, None] = {}
 
     def _on_note(self, note: Note) -> None:
         if note.event == "raft.became_leader":
@@ -268,7 +272,27 @@ class _Node:
             pass  # the client went away
         finally:
             connection.forget_pending()
+            self._unflushed.pop(connection, None)
+            connection.close()
             await stream.aclose()
+
+    def unflushed(self, connection: _Connection) -> None:
+        """``connection`` has replies queued: send them at the next ``flush``."""
+        self._unflushed[connection] = None
+
+    def flush(self) -> None:
+        """Send the replies queued on every connection, each with one non-blocking send.
+        The driver calls it (``on_settled``) after each batch of waiter callbacks, in its own
+        task: it must not raise."""
+        unflushed = self._unflushed
+        if not unflushed:
+            return
+        self._unflushed = {}
+        for connection in unflushed:
+            try:
+                connection.flush_nowait()
+            except Exception:  # a bug here must not take the driver down
+                logger.exception("serve.flush_failed")
 
     async def answer(self, request: dict[str, Any]) -> Reply:
         """The reply to one request (without its ``id``)."""
@@ -416,16 +440,30 @@ _ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 _DECODE: Final = json.JSONDecoder().decode
 
 
+_ENCODE_STR: Final = json.encoder.encode_basestring_ascii  # what _ENCODE does with a str
+
+
 def _encode_reply(request_id: Any, reply: Reply) -> bytes:
     return _ENCODE({"id": request_id, **reply}).encode() + b"\n"
+
+
+def _json_value(value: Any) -> bytes:
+    """``_ENCODE(value).encode()``, with the encoder's own machinery skipped for the ids and
+    values a reply usually holds (an int, a str); the bytes are the same."""
+    kind = type(value)
+    if kind is int:
+        return b"%d" % value
+    if kind is str:
+        return _ENCODE_STR(value).encode()
+    return _ENCODE(value).encode()
 
 
 def _encode_applied(request_id: Any, result: ApplyResult) -> bytes:
     """``_encode_reply(request_id, _Node.write_reply(result))`` for a write that succeeded,
     byte for byte, without building the dict."""
     return b'{"id":%s,"ok":true,"value":%s,"index":%d,"duplicate":%s}\n' % (
-        _ENCODE(request_id).encode(),
-        _ENCODE(result.value).encode(),
+        _json_value(request_id),
+        _json_value(result.value),
         result.index,
         b"true" if result.duplicate else b"false",
     )
@@ -437,15 +475,24 @@ class _Connection:
 
     The receive loop parses every line of each chunk as it arrives. A write is proposed at
     once (``_Node.start_write``); its reply is queued by the waiter's callback when the
-    entry is applied (or fails), from the driver's task. ``status`` is answered at once;
-    anything else (``get``, which waits for a read index) gets a task. The send loop writes
-    every reply queued so far in one ``send_all``, and gives a write that has waited
-    ``request_timeout_s`` its ``timeout`` reply. Replies go out in completion order.
+    entry is applied (or fails), in the driver's task, and the driver's ``on_settled``
+    (``_Node.flush``) then sends every reply of the batch with one non-blocking send, still
+    in that task: answering a batch wakes no task here. ``status`` is answered at once;
+    anything else (``get``, which waits for a read index) gets a task. The send loop sends
+    what the socket had no room for, and gives a write that has waited ``request_timeout_s``
+    its ``timeout`` reply. Replies go out in completion order.
+
+    The socket is read and written directly, on a duplicate of its descriptor, after
+    waiting for it through trio only when it is not ready: trio's stream methods try a read
+    before each wait (which fails every time here: the client sends only after answers) and
+    make a pass through the scheduler after each read or send that succeeded.
     """
 
     def __init__(self, node: _Node, stream: trio.SocketStream) -> None:
         self._node = node
         self._stream = stream
+        self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
+        self._raw.setblocking(False)
         self._timeout_s = node.options.request_timeout_s
         self._outbox: list[bytes] = []
         self._wake = trio.Event()
@@ -454,25 +501,38 @@ class _Connection:
         self._waiting: deque[tuple[float, int, Waiter[ApplyResult], Any]] = deque()
         self._unanswered = 0  # writes proposed and not answered yet
         self._closing = False
+        self._sending = False  # the send loop is writing the socket: nobody else may
+
+    def _push(self, data: bytes) -> None:
+        """Queue one reply; the next ``_Node.flush`` (or the send loop) sends it."""
+        if not self._outbox:
+            self._node.unflushed(self)
+        self._outbox.append(data)
 
     def queue(self, request_id: Any, reply: Reply) -> None:
-        self._outbox.append(_encode_reply(request_id, reply))
-        self._wake.set()
+        self._push(_encode_reply(request_id, reply))
 
     async def receive_loop(self, reads: trio.Nursery) -> None:
+        raw = self._raw
         buffer = b""
         while True:
-            chunk = await self._stream.receive_some(65_536)
+            await trio.lowlevel.wait_readable(raw)
+            try:
+                chunk = raw.recv(65_536)
+            except BlockingIOError:
+                continue  # readable, then not: wait again
             if not chunk:
                 return
             *lines, buffer = (buffer + chunk).split(b"\n") if buffer else chunk.split(b"\n")
+            deadline = trio.current_time() + self._timeout_s
             for line in lines:
                 if line.strip():
-                    self._take(line, reads)
+                    self._take(line, reads, deadline)
+            self._node.flush()  # the replies given at once (refusals, status)
             if len(buffer) > MAX_LINE_BYTES:
                 return
 
-    def _take(self, line: bytes, reads: trio.Nursery) -> None:
+    def _take(self, line: bytes, reads: trio.Nursery, deadline: float) -> None:
         try:
             request = _DECODE(line.decode())
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -489,7 +549,7 @@ class _Connection:
                 return
             index, waiter = started
             self._unanswered += 1
-            self._waiting.append((trio.current_time() + self._timeout_s, index, waiter, request_id))
+            self._waiting.append((deadline, index, waiter, request_id))
             waiter.on_done(partial(self._settled, request_id))
         elif op == "status":
             self.queue(request_id, self._node.answer_status())
@@ -499,11 +559,12 @@ class _Connection:
     def _settled(self, request_id: Any, waiter: Waiter[ApplyResult]) -> None:
         """The waiter's callback: runs in the driver's task, must not raise."""
         self._unanswered -= 1
+        if self._closing:
+            self._wake.set()  # the send loop ends once every write is answered
         try:
             result = waiter.outcome() if waiter.succeeded else None
             if result is not None and result.ok and type(result.index) is int:
-                self._outbox.append(_encode_applied(request_id, result))
-                self._wake.set()
+                self._push(_encode_applied(request_id, result))
                 return
             reply = self._node.settled_write_reply(waiter)
         except Exception:  # a bug here must not take the driver down
@@ -513,6 +574,26 @@ class _Connection:
 
     async def _answer(self, request_id: Any, request: dict[str, Any]) -> None:
         self.queue(request_id, await self._node.answer(request))
+        self._node.flush()
+
+    def flush_nowait(self) -> None:
+        """Send the queued replies if the socket takes them now; what it does not take (or
+        an error, which the send loop then meets) is left to the send loop."""
+        waiting = self._waiting
+        while waiting and waiting[0][2].done:
+            waiting.popleft()  # answered: the send loop's deadline need not visit them
+        if self._sending or not self._outbox:
+            return  # the send loop is writing, and sends these next
+        outbox = self._outbox
+        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        outbox.clear()
+        try:
+            sent = self._raw.send(data)
+        except OSError:  # full (BlockingIOError), or the client went away
+            sent = 0
+        if sent < len(data):
+            outbox.append(data[sent:])
+            self._wake.set()
 
     def close_when_answered(self) -> None:
         """No more requests: the send loop ends once every write is answered and sent."""
@@ -531,7 +612,22 @@ class _Connection:
             if self._outbox:
                 data = b"".join(self._outbox)
                 self._outbox.clear()
-                await self._stream.send_all(data)
+                self._sending = True
+                try:
+                    await self._send_all(data)
+                finally:
+                    self._sending = False
+
+    async def _send_all(self, data: bytes) -> None:
+        raw = self._raw
+        view = memoryview(data)
+        while view:
+            try:
+                sent = raw.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(raw)
+                continue
+            view = view[sent:]
 
     def _next_deadline(self) -> float:
         waiting = self._waiting
@@ -553,6 +649,11 @@ class _Connection:
             if not waiter.done:
                 self._node.driver.forget_proposal(index, waiter)
         self._waiting.clear()
+
+    def close(self) -> None:
+        """Release the duplicate descriptor (the stream closes its own)."""
+        trio.lowlevel.notify_closing(self._raw)
+        self._raw.close()
 
 
 def _bad_request(message: str) -> Reply:

@@ -216,3 +216,44 @@ async def test_serve_answers_every_pipelined_request_before_closing(tmp_path: Pa
         assert replies["g"]["ok"]
         await client.stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+@pytest.mark.slow
+async def test_serve_answers_a_client_that_reads_late(tmp_path: Path) -> None:
+    """Replies that the socket has no room for (the client reads nothing for a while) wait
+    in the node and all arrive, in full, once the client reads."""
+    transport = await UdpTransport.bind(("127.0.0.1", 0))
+    options = ServeOptions(
+        node_id="solo",
+        listen=transport.local_address,
+        data_dir=tmp_path / "solo",
+        fsync=False,
+        client=("127.0.0.1", 0),
+    )
+    async with trio.open_nursery() as nursery:
+        started: Started = await nursery.start(partial(serve, options, transport=transport))
+        assert started.client is not None
+        client = LineClient(await trio.open_tcp_stream(*started.client))
+        with trio.fail_after(20):
+            while True:
+                if (await client.call(op="status"))["state"] == "leader":
+                    break
+                await trio.sleep(0.01)
+            value = "v" * 8192
+            count = 1000  # 8 MB of replies: more than the socket buffers hold
+            for first in range(0, count, 100):
+                await client.send(
+                    *(
+                        {"id": i, "op": "put", "key": f"k{i}", "value": value}
+                        for i in range(first, first + 100)
+                    )
+                )
+            await client.send({"id": "s", "op": "status"})
+            replies = {}
+            while len(replies) < count + 1:
+                reply = await client.reply()
+                replies[reply["id"]] = reply
+        assert all(replies[i]["ok"] and replies[i]["value"] == value for i in range(count))
+        await client.stream.aclose()
+        nursery.cancel_scope.cancel()
