@@ -1,12 +1,24 @@
-"""Pure helpers of the Raft loopback benchmarks (the benchmarks themselves are run by hand)."""
+"""Helpers of the Raft loopback benchmarks (the benchmarks themselves are run by hand): the
+pure ones, and the JSON-lines client against a scripted server on loopback."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from functools import partial
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
-from benchmarks._raft_harness import describe_error, make_value, summarize
+from benchmarks._raft_harness import (
+    PutRejected,
+    describe_error,
+    make_value,
+    open_json_lines_target,
+    summarize,
+)
 from benchmarks._report import percentile, seconds_stats
 from benchmarks.raft_loopback import _int_list
 
@@ -75,3 +87,72 @@ def test_int_list() -> None:
         _int_list("1,x")
     with pytest.raises(argparse.ArgumentTypeError):
         _int_list("0")
+
+
+@pytest.mark.trio
+async def test_json_lines_client_pipelines_and_matches_replies_by_id() -> None:
+    """Requests go out as compact JSON lines (a put exactly as ``json.dumps`` would write
+    it); replies are matched by id whatever their order; a refused put raises PutRejected,
+    and once the server closes, pending and later requests raise ConnectionError."""
+    received: list[dict[str, Any]] = []
+    lines: list[bytes] = []
+    hold_last = trio.Event()
+
+    async def server(stream: trio.SocketStream) -> None:
+        buffer = b""
+        batch: list[dict[str, Any]] = []
+        while len(received) < 4:
+            buffer += await stream.receive_some(4096)
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                lines.append(line)
+                request = json.loads(line)
+                received.append(request)
+                batch.append(request)
+            if len(received) == 3 and batch:
+                replies = []
+                for request in reversed(batch):  # out of order
+                    if request["op"] == "status":
+                        reply = {"id": request["id"], "ok": True, "state": "leader", "term": 2}
+                    elif request["key"] == "bad":
+                        reply = {"id": request["id"], "ok": False, "error": "not_leader"}
+                    else:
+                        reply = {"id": request["id"], "ok": True}
+                    replies.append(json.dumps(reply).encode() + b"\n")
+                batch = []
+                await stream.send_all(b"".join(replies))
+        await hold_last.wait()
+        await stream.aclose()  # the fourth request is never answered
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with open_json_lines_target(port) as target:
+            outcomes: dict[str, Any] = {}
+
+            async def put(key: str) -> None:
+                try:
+                    await target.put(key, b'v"1')
+                    outcomes[key] = "ok"
+                except PutRejected as exc:
+                    outcomes[key] = exc.reason
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(put, "good")
+                    calls.start_soon(put, "bad")
+                    await trio.testing.wait_all_tasks_blocked()
+                    status = await target.status()
+                assert outcomes == {"good": "ok", "bad": "not_leader"}
+                assert status.is_leader
+                assert status.term == 2
+                first_put = next(line for line in lines if b'"good"' in line)
+                rid = json.loads(first_put)["id"]
+                expected = {"id": rid, "op": "put", "key": "good", "value": 'v"1'}
+                assert first_put == json.dumps(expected, separators=(",", ":")).encode()
+                hold_last.set()
+                with pytest.raises(ConnectionError):
+                    await target.put("last", b"v")
+                with pytest.raises(ConnectionError):
+                    await target.put("after", b"v")
+        nursery.cancel_scope.cancel()
