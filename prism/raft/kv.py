@@ -222,8 +222,19 @@ class KVStateMachine:
         return result
 
     def _execute(self, entry: Entry) -> ApplyResult:
+        data = entry.data
+        if data[:1] == b"P":
+            # The common command, parsed without building a Command; anything wrong with it
+            # goes the general way below, which words the error.
+            try:
+                key, value = _strings(data, 2)
+            except (ValueError, struct.error):
+                pass
+            else:
+                self.data[key] = value
+                return ApplyResult(entry.index, True, value)
         try:
-            command = Command.decode(entry.data)
+            command = Command.decode(data)
         except ValueError as exc:
             return ApplyResult(entry.index, False, error=str(exc))
         current = self.data.get(command.key)

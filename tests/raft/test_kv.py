@@ -140,3 +140,37 @@ def test_a_malformed_command_applies_as_a_failed_entry(data: bytes, complaint: s
 def test_encoding_a_put_without_a_value_is_refused() -> None:
     with pytest.raises(ValueError, match="put needs a value"):
         encode_command("put", "k", None, None)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=48).map(lambda tail: b"P" + tail),
+        st.tuples(st.text(max_size=8), st.text(max_size=8)).map(
+            lambda kv: _encode_or_garbage(kv[0], kv[1])
+        ),
+    )
+)
+def test_a_put_applies_as_command_decode_says(data: bytes) -> None:
+    """``apply`` parses a put on a path of its own: it must agree with ``Command.decode``
+    on every input, well-formed or not."""
+    kv = KVStateMachine()
+    result = kv.apply(Entry(term=1, index=1, data=data))
+    error: str | None = None
+    try:
+        command = Command.decode(data)
+    except ValueError as exc:
+        error = str(exc)
+    if error is not None:
+        assert result == ApplyResult(1, False, error=error)
+        assert kv.data == {}
+        return
+    assert command.op == "put"
+    assert result == ApplyResult(1, True, command.value)
+    assert kv.data == {command.key: command.value}
+
+
+def _encode_or_garbage(key: str, value: str) -> bytes:
+    try:
+        return encode_command("put", key, value, None)
+    except UnicodeEncodeError:  # a lone surrogate: no command carries it
+        return b"P"
