@@ -21,8 +21,16 @@ from hypothesis import strategies as st
 
 from prism.errors import StorageCorrupt
 from prism.raft.disk import DiskStorage
-from prism.raft.disk.records import HEADER, Frame, RecordType, encode_group, read_frame
+from prism.raft.disk.records import (
+    HEADER,
+    Frame,
+    RecordType,
+    decode_record,
+    encode_group,
+    read_frame,
+)
 from prism.raft.disk.snapshots import write_snapshot
+from prism.raft.messages import Entry, EntryKind
 from prism.raft.ready import HardState
 from tests.storage.helpers import (
     State,
@@ -312,6 +320,51 @@ def test_record_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
     with pytest.raises(StorageCorrupt, match="HARD_STATE record does not decode") as caught:
         DiskStorage.open(directory)
     assert caught.value.offset == offset
+
+
+@given(
+    st.lists(
+        st.builds(
+            lambda term, kind, data, client_id, seq: (term, kind, data, client_id, seq),
+            st.integers(0, 2**63 - 1),
+            st.sampled_from(list(EntryKind)),
+            st.binary(max_size=300),
+            st.text(max_size=20),
+            st.integers(0, 2**63 - 1),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_entry_frames_are_laid_out_as_the_format_says(
+    fields: list[tuple[int, EntryKind, bytes, str, int]],
+) -> None:
+    """Entries have a framing path of their own: it must write what the module docstring
+    lays out (length, CRC over the rest, type, flags; the last of a group flagged), and
+    read back as the same entries."""
+    group = [
+        Entry(term=term, index=i, kind=kind, data=data, client_id=client_id, seq=seq)
+        for i, (term, kind, data, client_id, seq) in enumerate(fields, start=1)
+    ]
+    expected = b""
+    for position, item in enumerate(group):
+        payload = msgpack.packb(
+            [item.term, item.index, int(item.kind), item.data, item.client_id, item.seq],
+            use_bin_type=True,
+        )
+        flags = 1 if position == len(group) - 1 else 0
+        head = struct.pack("<I", len(payload)) + bytes((RecordType.ENTRY, flags))
+        crc = zlib.crc32(payload, zlib.crc32(head))
+        expected += HEADER.pack(len(payload), crc, RecordType.ENTRY, flags) + payload
+    data = encode_group(list(group))
+    assert data == expected
+    view, offset, decoded = memoryview(data), 0, []
+    while offset < len(data):
+        frame = read_frame(view, offset)
+        assert isinstance(frame, Frame)
+        decoded.append(decode_record(frame))
+        offset = frame.end
+    assert decoded == group
 
 
 def snapshotted_log(directory: Path) -> Path:

@@ -73,6 +73,8 @@ HEADER: Final = struct.Struct("<IIBB")  # length, crc, type, flags
 HEADER_BYTES: Final = HEADER.size  # 10
 FLAG_GROUP_END: Final = 0x01
 _LENGTH: Final = struct.Struct("<I")
+# What the CRC covers before the payload: the length, then the type and flags bytes.
+_CRC_HEAD: Final = struct.Struct("<IBB")
 # One packer for every frame (msgpack.packb builds one per call). Packing runs in C under
 # the GIL, so the storage's worker thread and the event loop never interleave in it.
 _PACK: Final = msgpack.Packer(use_bin_type=True).pack
@@ -146,17 +148,39 @@ class Frame:
 def encode_group(records: list[Record]) -> bytes:
     """The bytes of one save group: each record framed, the last one flagged."""
     last = len(records) - 1
-    return b"".join(_frame(record, group_end=i == last) for i, record in enumerate(records))
+    return b"".join(
+        [
+            _frame_entry(record, FLAG_GROUP_END if i == last else 0)
+            if type(record) is Entry
+            else _frame(record, group_end=i == last)
+            for i, record in enumerate(records)
+        ]
+    )
 
 
 def _frame(record: Record, *, group_end: bool) -> bytes:
     kind, body = _encode_payload(record)
-    payload = _PACK(body)
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"a record of {len(payload)} bytes does not fit a u32 length")
-    flags = FLAG_GROUP_END if group_end else 0
-    crc = zlib.crc32(payload, zlib.crc32(_LENGTH.pack(len(payload)) + bytes((kind, flags))))
-    return HEADER.pack(len(payload), crc, kind, flags) + payload
+    return _framed(kind, FLAG_GROUP_END if group_end else 0, _PACK(body))
+
+
+def _framed(kind: int, flags: int, payload: bytes) -> bytes:
+    size = len(payload)
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"a record of {size} bytes does not fit a u32 length")
+    crc = zlib.crc32(payload, zlib.crc32(_CRC_HEAD.pack(size, kind, flags)))
+    return HEADER.pack(size, crc, kind, flags) + payload
+
+
+_ENTRY_TYPE: Final = int(RecordType.ENTRY)
+
+
+def _frame_entry(entry: Entry, flags: int) -> bytes:
+    """``_frame(entry, ...)``, byte for byte, without the dispatch on the record's type:
+    entries are nearly everything a busy node writes."""
+    payload = _PACK(
+        [entry.term, entry.index, int(entry.kind), entry.data, entry.client_id, entry.seq]
+    )
+    return _framed(_ENTRY_TYPE, flags, payload)
 
 
 def read_frame(data: memoryview, offset: int) -> Frame | str:
