@@ -258,6 +258,10 @@ class RaftDriver(Generic[R]):
         )
         self._state = _State.NEW
         self._scope: trio.CancelScope | None = None
+        # Set by aclose when it cancels _scope, the only way that scope is cancelled (it has
+        # no deadline): read on every request instead of CancelScope.cancel_called, which
+        # reads the clock each time.
+        self._cancelled = False
         self._stopped = trio.Event()
         self._wake = trio.Event()
         self._applied = 0
@@ -371,6 +375,7 @@ class RaftDriver(Generic[R]):
         self._pending.fail_all(ShuttingDown(f"{self.id} is shutting down"))
         self._settled()
         if self._scope is not None:
+            self._cancelled = True
             self._scope.cancel()
         await self._stopped.wait()
 
@@ -496,7 +501,7 @@ class RaftDriver(Generic[R]):
         return query()
 
     def _check_running(self) -> None:
-        if self._state is _State.CLOSED or (self._scope is not None and self._scope.cancel_called):
+        if self._state is _State.CLOSED or self._cancelled:
             raise ShuttingDown(f"{self.id} is shutting down")
         if self._state is _State.NEW:
             raise RuntimeError("the driver is not running: start RaftDriver.run first")
