@@ -334,28 +334,40 @@ def test_record_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
         ),
         min_size=1,
         max_size=5,
-    )
+    ),
+    st.none() | st.builds(HardState, st.integers(0, 9), st.none() | st.text(max_size=5)),
 )
-def test_entry_frames_are_laid_out_as_the_format_says(
-    fields: list[tuple[int, EntryKind, bytes, str, int]],
+def test_entry_and_hard_state_frames_are_laid_out_as_the_format_says(
+    fields: list[tuple[int, EntryKind, bytes, str, int]], hard_state: HardState | None
 ) -> None:
-    """Entries have a framing path of their own: it must write what the module docstring
-    lays out (length, CRC over the rest, type, flags; the last of a group flagged), and
-    read back as the same entries."""
-    group = [
+    """Entries and hard states have framing paths of their own: they must write what the
+    module docstring lays out (length, CRC over the rest, type, flags; the last of a group
+    flagged), and read back as the same records."""
+    group: list[Entry | HardState] = [
         Entry(term=term, index=i, kind=kind, data=data, client_id=client_id, seq=seq)
         for i, (term, kind, data, client_id, seq) in enumerate(fields, start=1)
     ]
+    if hard_state is not None:
+        group.append(hard_state)
     expected = b""
     for position, item in enumerate(group):
-        payload = msgpack.packb(
-            [item.term, item.index, int(item.kind), item.data, item.client_id, item.seq],
-            use_bin_type=True,
-        )
+        if isinstance(item, Entry):
+            kind = RecordType.ENTRY
+            body: list[object] = [
+                item.term,
+                item.index,
+                int(item.kind),
+                item.data,
+                item.client_id,
+                item.seq,
+            ]
+        else:
+            kind, body = RecordType.HARD_STATE, [item.term, item.vote, item.commit]
+        payload = msgpack.packb(body, use_bin_type=True)
         flags = 1 if position == len(group) - 1 else 0
-        head = struct.pack("<I", len(payload)) + bytes((RecordType.ENTRY, flags))
+        head = struct.pack("<I", len(payload)) + bytes((kind, flags))
         crc = zlib.crc32(payload, zlib.crc32(head))
-        expected += HEADER.pack(len(payload), crc, RecordType.ENTRY, flags) + payload
+        expected += HEADER.pack(len(payload), crc, kind, flags) + payload
     data = encode_group(list(group))
     assert data == expected
     view, offset, decoded = memoryview(data), 0, []

@@ -116,8 +116,15 @@ class LogState:
     def apply(self, record: Record) -> None:
         """Apply one record, or raise ValueError (changing nothing) if ``Bounds`` refuses it."""
         if type(record) is Entry and self.snapshot_index < record.index <= self.last_index + 1:
-            self._append(record)  # what Bounds.after allows for an entry, without a Bounds
+            log = self.entries
+            if log and log[-1].index + 1 == record.index:
+                log.append(record)  # what _append does to an entry that continues the list
+            else:
+                self._append(record)  # what Bounds.after allows for an entry, without a Bounds
             self.last_index = record.index
+            return
+        if type(record) is HardState:  # in nearly every save; Bounds.after lets it through
+            self.hard_state = record
             return
         after = self.bounds.after(record)
         match record:
@@ -157,5 +164,7 @@ def check_group(bounds: Bounds, records: Sequence[Record]) -> None:
         if type(record) is Entry and snapshot_index < record.index <= last_index + 1:
             last_index = record.index  # Bounds.after for an entry it accepts
             continue
+        if type(record) is HardState:
+            continue  # Bounds.after accepts it and changes nothing
         bounds = Bounds(snapshot_index, last_index).after(record)
         snapshot_index, last_index = bounds.snapshot_index, bounds.last_index

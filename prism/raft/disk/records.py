@@ -152,6 +152,8 @@ def encode_group(records: list[Record]) -> bytes:
         [
             _frame_entry(record, FLAG_GROUP_END if i == last else 0)
             if type(record) is Entry
+            else _frame_hard_state(record, FLAG_GROUP_END if i == last else 0)
+            if type(record) is HardState
             else _frame(record, group_end=i == last)
             for i, record in enumerate(records)
         ]
@@ -172,6 +174,7 @@ def _framed(kind: int, flags: int, payload: bytes) -> bytes:
 
 
 _ENTRY_TYPE: Final = int(RecordType.ENTRY)
+_HARD_STATE_TYPE: Final = int(RecordType.HARD_STATE)
 
 
 def _frame_entry(entry: Entry, flags: int) -> bytes:
@@ -181,6 +184,11 @@ def _frame_entry(entry: Entry, flags: int) -> bytes:
         [entry.term, entry.index, int(entry.kind), entry.data, entry.client_id, entry.seq]
     )
     return _framed(_ENTRY_TYPE, flags, payload)
+
+
+def _frame_hard_state(state: HardState, flags: int) -> bytes:
+    """``_frame(state, ...)``, byte for byte: a hard state ends nearly every save group."""
+    return _framed(_HARD_STATE_TYPE, flags, _PACK([state.term, state.vote, state.commit]))
 
 
 def read_frame(data: memoryview, offset: int) -> Frame | str:

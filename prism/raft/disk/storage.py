@@ -257,9 +257,11 @@ class DiskStorage:
             sync_fd(self._fd, fsync=self._fsync)
             current.size += len(group)
         current = self._segments[-1]
-        for record in records:
-            if isinstance(record, Entry):
+        for record in reversed(records):
+            if type(record) is Entry:
+                # A group's entries are consecutive: the last one has the highest index.
                 current.max_entry_index = max(current.max_entry_index, record.index)
+                break
 
     def _write_snapshot_file(self, snapshot: Snapshot) -> Path:
         return write_snapshot(self._directory, snapshot, fsync=self._fsync)
