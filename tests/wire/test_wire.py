@@ -496,3 +496,44 @@ def test_decode_rejects_invalid_utf8() -> None:
     # A str 8 of 2 bytes that are not UTF-8, as the cluster id.
     data = GOOD.replace(b"\xa1c", b"\xa2\xff\xfe", 1)
     assert_rejected(data)
+
+
+_ENTRY_VALUES = st.one_of(
+    st.integers(-3, 3),
+    st.integers(2**63 - 2, 2**64),
+    st.booleans(),
+    st.binary(max_size=4),
+    st.text(max_size=4),
+    st.none(),
+    st.floats(allow_nan=False),
+)
+
+
+@given(
+    st.lists(_ENTRY_VALUES, min_size=6, max_size=6)
+    | st.tuples(
+        st.integers(-1, 3),
+        st.integers(-1, 3),
+        st.integers(-1, 3),
+        st.binary(max_size=4),
+        st.text(max_size=4),
+        st.integers(-1, 3),
+    ).map(list)
+    | st.lists(_ENTRY_VALUES, max_size=8)
+)
+def test_entry_fast_path_agrees_with_the_dataclass(fields: list[object]) -> None:
+    """The wire builds a well-formed ``Entry`` without its ``__init__``: it must accept
+    exactly what the generic path (the dataclass's own checks) accepts, and build the same
+    entry."""
+    fast = wire._EntryKind()
+    generic = wire._Struct(Entry)
+    try:
+        expected = generic.decode(list(fields))
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            fast.decode(list(fields))
+        return
+    entry = fast.decode(list(fields))
+    assert entry == expected
+    assert type(entry) is Entry
+    assert hash(entry) == hash(expected)
