@@ -312,8 +312,10 @@ class JsonLinesTarget(Target):
     """Requests ``{"id", "op", ...}`` and replies ``{"id", "ok", ...}``, pipelined, any order.
 
     One writer task sends every request queued since it last ran in one send; one reader
-    task hands each reply to the request with its ``id``. A lost connection fails every
-    pending and later request with ConnectionError.
+    task hands each reply to the request with its ``id``: to the task waiting for it, or
+    to the callback of a put started with ``put_nowait`` (a load generator keeping N puts
+    in flight then needs no task per put, nor a task switch per reply). A lost connection
+    fails every pending and later request with ConnectionError.
 
     The client shares the machine's cores with the nodes it measures, so its own CPU per
     request is kept low: the socket is read and written directly (non-blocking, on a
@@ -328,6 +330,7 @@ class JsonLinesTarget(Target):
         self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
         self._raw.setblocking(False)
         self._pending: dict[int, _Pending] = {}
+        self._put_callbacks: dict[int, Callable[[Exception | None], None]] = {}
         self._next_id = 0
         self._closed: BaseException | None = None
         self._outbox: list[bytes] = []
@@ -370,10 +373,15 @@ class JsonLinesTarget(Target):
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     reply = _DECODE(line.decode())
-                    pending = self._pending.pop(reply.get("id"), None)
+                    rid = reply.get("id")
+                    pending = self._pending.pop(rid, None)
                     if pending is not None:
                         pending.reply = reply
                         pending.done.set()
+                        continue
+                    on_done = self._put_callbacks.pop(rid, None)
+                    if on_done is not None:
+                        on_done(_put_outcome(reply))
             self._fail(ConnectionError("connection closed by the node"))
         except (trio.ClosedResourceError, OSError) as exc:
             self._fail(ConnectionError(f"connection lost: {exc!r}"))
@@ -384,6 +392,9 @@ class JsonLinesTarget(Target):
         pending, self._pending = self._pending, {}
         for p in pending.values():
             p.done.set()
+        callbacks, self._put_callbacks = self._put_callbacks, {}
+        for on_done in callbacks.values():
+            on_done(ConnectionError(str(self._closed)))
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         rid = self._next_id + 1
@@ -408,16 +419,24 @@ class JsonLinesTarget(Target):
         return pending.reply
 
     async def put(self, key: str, value: bytes) -> None:
-        # request("put", key=key, value=value.decode("ascii")), byte for byte
         rid = self._next_id + 1
-        line = b'{"id":%d,"op":"put","key":%s,"value":%s}' % (
-            rid,
-            _ENCODE_STR(key).encode(),
-            _ENCODE_STR(value.decode("ascii")).encode(),
-        )
-        reply = await self._call(rid, line)
-        if not reply.get("ok"):
-            raise PutRejected(str(reply.get("error")), reply.get("leader"))
+        error = _put_outcome(await self._call(rid, _put_line(rid, key, value)))
+        if error is not None:
+            raise error
+
+    def put_nowait(
+        self, key: str, value: bytes, on_done: Callable[[Exception | None], None]
+    ) -> None:
+        """Start a put without waiting for it: ``on_done(None)`` runs in the reader task
+        once the put has committed, ``on_done(error)`` once it has failed (PutRejected or
+        ConnectionError); it must not block. Raises ConnectionError at once if the
+        connection is already lost."""
+        if self._closed is not None:
+            raise ConnectionError(str(self._closed))
+        rid = self._next_id = self._next_id + 1
+        self._put_callbacks[rid] = on_done
+        self._outbox.append(_put_line(rid, key, value) + b"\n")
+        self._outbox_ready.set()
 
     async def status(self) -> NodeStatus:
         reply = await self.request("status")
@@ -432,6 +451,22 @@ class JsonLinesTarget(Target):
         trio.lowlevel.notify_closing(self._raw)  # ends a wait of the reader or the writer
         self._raw.close()
         await self._stream.aclose()
+
+
+def _put_line(rid: int, key: str, value: bytes) -> bytes:
+    """``request("put", key=key, value=value.decode("ascii"))``'s line, byte for byte."""
+    return b'{"id":%d,"op":"put","key":%s,"value":%s}' % (
+        rid,
+        _ENCODE_STR(key).encode(),
+        _ENCODE_STR(value.decode("ascii")).encode(),
+    )
+
+
+def _put_outcome(reply: dict[str, Any]) -> PutRejected | None:
+    """None for a put the node committed, else the PutRejected to raise."""
+    if reply.get("ok"):
+        return None
+    return PutRejected(str(reply.get("error")), reply.get("leader"))
 
 
 @asynccontextmanager

@@ -156,3 +156,60 @@ async def test_json_lines_client_pipelines_and_matches_replies_by_id() -> None:
                 with pytest.raises(ConnectionError):
                     await target.put("after", b"v")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_json_lines_client_put_nowait_calls_back_with_the_outcome() -> None:
+    """A put started with ``put_nowait`` ends in its callback: None once committed, the
+    PutRejected of a refused one, ConnectionError for one pending when the connection
+    goes; after that, starting a put raises ConnectionError at once."""
+    close = trio.Event()
+
+    async def server(stream: trio.SocketStream) -> None:
+        buffer = b""
+        answered = 0
+        while answered < 2:
+            buffer += await stream.receive_some(4096)
+            *complete, buffer = buffer.split(b"\n")
+            replies = []
+            for line in complete:
+                request = json.loads(line)
+                if answered < 2:
+                    ok = request["key"] != "bad"
+                    replies.append({"id": request["id"], "ok": ok, "error": "not_leader"})
+                    answered += 1
+            await stream.send_all(b"".join(json.dumps(r).encode() + b"\n" for r in replies))
+        await close.wait()
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with open_json_lines_target(port) as target:
+            outcomes: dict[str, Exception | None] = {}
+            done = trio.Event()
+
+            def record(key: str, error: Exception | None) -> None:
+                outcomes[key] = error
+                if len(outcomes) == 3:
+                    done.set()
+
+            with trio.fail_after(10):
+                target.put_nowait("good", b"v", partial(record, "good"))
+                target.put_nowait("bad", b"v", partial(record, "bad"))
+                target.put_nowait("late", b"v", partial(record, "late"))
+                await wait_for_outcomes(outcomes, 2)
+                close.set()
+                await done.wait()
+            assert outcomes["good"] is None
+            assert isinstance(outcomes["bad"], PutRejected)
+            assert outcomes["bad"].reason == "not_leader"
+            assert isinstance(outcomes["late"], ConnectionError)
+            with pytest.raises(ConnectionError):
+                target.put_nowait("after", b"v", partial(record, "after"))
+        nursery.cancel_scope.cancel()
+
+
+async def wait_for_outcomes(outcomes: dict[str, Exception | None], count: int) -> None:
+    while len(outcomes) < count:
+        await trio.testing.wait_all_tasks_blocked()
