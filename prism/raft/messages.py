@@ -23,6 +23,16 @@ class EntryKind(enum.IntEnum):
     CONFIG = 2  # data is an encoded ``Membership``; in force from the moment it is appended
 
 
+def _all_non_negative(*values: int) -> bool:
+    """Whether every value is a non-negative int (no bool): the check of
+    ``_check_non_negative``, without the names it needs only to word an error. A plain
+    loop: ``all()`` over a generator costs a third more, on every message built."""
+    for value in values:  # noqa: SIM110
+        if type(value) is not int or value < 0:
+            return False
+    return True
+
+
 def _check_non_negative(**fields: int) -> None:
     for name, value in fields.items():
         if type(value) is not int or value < 0:
@@ -110,6 +120,21 @@ class AppendEntries:
     leader_commit: int
 
     def __post_init__(self) -> None:
+        term, prev_log_index, entries = self.term, self.prev_log_index, self.entries
+        if (
+            _all_non_negative(term, prev_log_index, self.prev_log_term, self.leader_commit)
+            and type(entries) is tuple
+        ):
+            # The common case in one pass (two appends per round trip on a leader, one
+            # decoded on each follower); anything odd is checked again below, in order, so
+            # the error is the same.
+            expected = prev_log_index + 1
+            for entry in entries:
+                if type(entry) is not Entry or entry.index != expected or entry.term > term:
+                    break
+                expected += 1
+            else:
+                return
         _check_non_negative(
             term=self.term,
             prev_log_index=self.prev_log_index,
@@ -141,6 +166,10 @@ class AppendEntriesReply:
     hint_term: int = 0
 
     def __post_init__(self) -> None:
+        if type(self.success) is bool and _all_non_negative(
+            self.term, self.match_index, self.rejected_index, self.hint_index, self.hint_term
+        ):
+            return  # the common case, checked in one go
         _check_non_negative(
             term=self.term,
             match_index=self.match_index,
