@@ -542,7 +542,7 @@ class _Connection:
             return
         request_id = request.get("id")
         op = request.get("op")
-        if op in _WRITE_OPS:
+        if type(op) is str and op in _WRITE_OPS:  # an unhashable op must not raise here
             started = self._node.start_write(request)
             if isinstance(started, dict):
                 self.queue(request_id, started)

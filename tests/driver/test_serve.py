@@ -156,8 +156,10 @@ async def test_serve_three_nodes_answer_the_client_protocol(tmp_path: Path) -> N
             await lead.call(op="put", key=1, value="v"),
             await lead.call(op="put", key="k", value="v", seq=-1),
             await lead.call(op="put", key="\ud800", value="v"),  # a lone surrogate
+            await lead.call(op=["put"], key="k", value="v"),  # an op that is no str
+            await lead.call(op={"put": 1}, key="k", value="v"),
         ]
-        assert [b["error"] for b in bad] == ["bad_request"] * 4
+        assert [b["error"] for b in bad] == ["bad_request"] * 6
         await lead.stream.send_all(b"not json\n")
         assert (await lead.reply())["error"] == "bad_request"
         for client in clients.values():
