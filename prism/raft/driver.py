@@ -719,20 +719,26 @@ class RaftDriver(Generic[R]):
         self.counters["snapshots_restored"] += 1
 
     async def _apply(self, entries: Sequence[Entry]) -> None:
+        apply, resolve = self.machine.apply, self._pending.applied
+        count = 0  # applied since counters["applied"] was last brought up to date
         for position, entry in enumerate(entries, start=1):
             if entry.index <= self._applied:
                 continue  # covered by the snapshot restored before
             if entry.index != self._applied + 1:
                 raise RuntimeError(f"entry {entry.index} handed out after {self._applied}")
-            result = self.machine.apply(entry)
+            result = apply(entry)
             self._applied = entry.index
-            self.counters["applied"] += 1
-            self._pending.applied(entry, result)
+            count += 1
+            resolve(entry, result)
             if position % APPLY_SLICE == 0 and position < len(entries):
                 # Let the answers of what is applied so far leave while the rest is applied
                 # (never cancelled here: a batch is applied whole).
+                self.counters["applied"] += count
+                count = 0
                 self._settled()
                 await trio.lowlevel.cancel_shielded_checkpoint()
+        if count:
+            self.counters["applied"] += count
         if entries:
             self._settled()
 

@@ -166,10 +166,10 @@ class PendingRequests(Generic[R]):
 
     def applied(self, entry: Entry, result: R) -> None:
         """``entry`` was applied with ``result``: resolve (or lose) the proposal there."""
-        proposal = self._proposals.get(entry.index)
+        proposal = self._proposals.pop(entry.index, None)
         if proposal is None:
             return
-        self.forget_proposal(entry.index, proposal.waiter)
+        self.bytes -= proposal.size  # forgotten, as forget_proposal would
         if proposal.term == entry.term:
             proposal.waiter.resolve(result)
         else:
