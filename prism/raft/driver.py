@@ -19,12 +19,16 @@ Tasks
   one ``Ready`` (one save, one fsync, one append per follower) answers the whole batch:
   that is the group commit. A datagram that does not decode, comes from another cluster,
   or names a sender missing from the address book is counted in ``drops`` by reason and
-  dropped; nothing a peer sends can raise into the task.
+  dropped; nothing a peer sends can raise into the task. When storage is written inline
+  (see *Persistence and cancellation*) and no ``Ready`` is being handled, the receiver
+  runs the handling loop itself instead of waking the ready loop: no save can then make
+  it wait for a disk, and a busy node spares a task switch per batch of datagrams.
 * the **ready loop** runs the handling loop of ``prism.raft.ready``, in its order, one
-  ``Ready`` at a time: send ``messages``; persist (snapshot, entries, hard state: one
-  ``Storage.save``); send ``messages_after_persist``; restore the state machine from
-  ``ready.snapshot``; apply ``committed_entries``; serve reads; ``core.advance``; then take a
-  snapshot of the state machine if the core wants one (``_maybe_take_snapshot``).
+  ``Ready`` at a time (whichever task runs the loop, only one does at a time): send
+  ``messages``; persist (snapshot, entries, hard state: one ``Storage.save``); send
+  ``messages_after_persist``; restore the state machine from ``ready.snapshot``; apply
+  ``committed_entries``; serve reads; ``core.advance``; then take a snapshot of the state
+  machine if the core wants one (``_maybe_take_snapshot``).
 
 Ordering guarantees
 -------------------
@@ -264,6 +268,7 @@ class RaftDriver(Generic[R]):
         self._cancelled = False
         self._stopped = trio.Event()
         self._wake = trio.Event()
+        self._handling = False  # a task is in the handling loop (_handle_readys)
         self._applied = 0
         self._pending: PendingRequests[R] = PendingRequests(
             max_proposals=self.config.max_pending_proposals,
@@ -539,8 +544,12 @@ class RaftDriver(Generic[R]):
             for data in batch:  # all into the same Ready (group commit)
                 stepped = self._accept(data) or stepped
             self.counters["datagrams_received"] += len(batch)
-            if stepped:
+            if not stepped:
+                continue
+            if self._in_thread or self._handling:
                 self._kick()
+            else:
+                await self._handle_readys()  # inline writes: no need to wake another task
 
     def _accept(self, data: bytes) -> bool:
         """Decode one datagram and step the core with it; False (counted) if dropped."""
@@ -568,8 +577,20 @@ class RaftDriver(Generic[R]):
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            await self._handle_readys()
+
+    async def _handle_readys(self) -> None:
+        """Handle ``Ready``s until the core has none. One task at a time: another that comes
+        meanwhile returns at once, and the task in the loop does its work, since it asks
+        ``has_ready`` again after each ``Ready``."""
+        if self._handling:
+            return
+        self._handling = True
+        try:
             while self.core.has_ready():
                 await self._handle(self.core.ready())
+        finally:
+            self._handling = False
 
     async def _handle(self, ready: Ready) -> None:
         """One pass of the handling loop of ``prism.raft.ready``, in its order."""
