@@ -39,6 +39,7 @@ from typing import Any, TextIO
 import trio
 
 from benchmarks._report import git_commit, machine, percentile
+from prism.raft.transport import send_all_raw
 
 LOOPBACK = "127.0.0.1"
 # The checkout (the parent of benchmarks/): node processes run from here, so that
@@ -345,15 +346,9 @@ class JsonLinesTarget(Target):
             while True:
                 await self._outbox_ready.wait()
                 self._outbox_ready = trio.Event()
-                view = memoryview(b"".join(self._outbox))
+                data = b"".join(self._outbox)
                 self._outbox.clear()
-                while view:
-                    try:
-                        sent = raw.send(view)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_writable(raw)
-                        continue
-                    view = view[sent:]
+                await send_all_raw(raw, data)
         except (trio.ClosedResourceError, OSError) as exc:
             self._fail(ConnectionError(f"connection lost: {exc!r}"))
 

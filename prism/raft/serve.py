@@ -88,7 +88,13 @@ from prism.raft.kv import ApplyResult, KVStateMachine, Op, encode_command
 from prism.raft.membership import Membership
 from prism.raft.ready import Note
 from prism.raft.storage import MemoryStorage, Storage
-from prism.raft.transport import Address, DatagramTransport, UdpTransport, format_address
+from prism.raft.transport import (
+    Address,
+    DatagramTransport,
+    UdpTransport,
+    format_address,
+    send_all_raw,
+)
 from prism.raft.transport import parse_address as _parse_address
 
 logger = logging.getLogger(__name__)
@@ -614,20 +620,9 @@ class _Connection:
                 self._outbox.clear()
                 self._sending = True
                 try:
-                    await self._send_all(data)
+                    await send_all_raw(self._raw, data)
                 finally:
                     self._sending = False
-
-    async def _send_all(self, data: bytes) -> None:
-        raw = self._raw
-        view = memoryview(data)
-        while view:
-            try:
-                sent = raw.send(view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(raw)
-                continue
-            view = view[sent:]
 
     def _next_deadline(self) -> float:
         waiting = self._waiting

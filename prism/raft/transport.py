@@ -117,6 +117,19 @@ async def receive_batch(
     return batch
 
 
+async def send_all_raw(sock: socket.socket, data: bytes) -> None:
+    """Send the whole of ``data`` on a non-blocking stream socket: straight system calls
+    while the socket has room, a wait through trio only when its buffer is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        view = view[sent:]
+
+
 @final
 class UdpTransport:
     """One bound UDP socket: a non-blocking stdlib socket, waited on through trio.

@@ -181,10 +181,9 @@ def test_serve_exits_1_naming_the_damage_in_a_corrupt_data_dir(
     assert "wal-0000000000000003.log" in err
 
 
-@pytest.mark.trio
-async def test_serve_answers_every_pipelined_request_before_closing(tmp_path: Path) -> None:
-    """A client that sends a batch of requests and then ends its side of the stream gets
-    every reply (writes included, answered once applied) and then the end of the stream."""
+async def start_solo_leader(nursery: trio.Nursery, tmp_path: Path) -> LineClient:
+    """A one-node cluster (fsync off) served in ``nursery``, and a client connected to it
+    once the node leads."""
     transport = await UdpTransport.bind(("127.0.0.1", 0))
     options = ServeOptions(
         node_id="solo",
@@ -193,15 +192,23 @@ async def test_serve_answers_every_pipelined_request_before_closing(tmp_path: Pa
         fsync=False,
         client=("127.0.0.1", 0),
     )
+    started: Started = await nursery.start(partial(serve, options, transport=transport))
+    assert started.client is not None
+    client = LineClient(await trio.open_tcp_stream(*started.client))
+    with trio.fail_after(10):
+        while True:  # polling with a deadline: the node says when it leads, nothing else
+            if (await client.call(op="status"))["state"] == "leader":
+                return client
+            await trio.sleep(0.01)
+
+
+@pytest.mark.trio
+async def test_serve_answers_every_pipelined_request_before_closing(tmp_path: Path) -> None:
+    """A client that sends a batch of requests and then ends its side of the stream gets
+    every reply (writes included, answered once applied) and then the end of the stream."""
     async with trio.open_nursery() as nursery:
-        started: Started = await nursery.start(partial(serve, options, transport=transport))
-        assert started.client is not None
-        client = LineClient(await trio.open_tcp_stream(*started.client))
+        client = await start_solo_leader(nursery, tmp_path)
         with trio.fail_after(10):
-            while True:
-                if (await client.call(op="status"))["state"] == "leader":
-                    break
-                await trio.sleep(0.01)
             puts = [{"id": i, "op": "put", "key": f"k{i}", "value": str(i)} for i in range(50)]
             await client.send(
                 *puts, {"id": "s", "op": "status"}, {"id": "g", "op": "get", "key": "k0"}
@@ -225,23 +232,9 @@ async def test_serve_answers_every_pipelined_request_before_closing(tmp_path: Pa
 async def test_serve_answers_a_client_that_reads_late(tmp_path: Path) -> None:
     """Replies that the socket has no room for (the client reads nothing for a while) wait
     in the node and all arrive, in full, once the client reads."""
-    transport = await UdpTransport.bind(("127.0.0.1", 0))
-    options = ServeOptions(
-        node_id="solo",
-        listen=transport.local_address,
-        data_dir=tmp_path / "solo",
-        fsync=False,
-        client=("127.0.0.1", 0),
-    )
     async with trio.open_nursery() as nursery:
-        started: Started = await nursery.start(partial(serve, options, transport=transport))
-        assert started.client is not None
-        client = LineClient(await trio.open_tcp_stream(*started.client))
+        client = await start_solo_leader(nursery, tmp_path)
         with trio.fail_after(20):
-            while True:
-                if (await client.call(op="status"))["state"] == "leader":
-                    break
-                await trio.sleep(0.01)
             value = "v" * 8192
             count = 1000  # 8 MB of replies: more than the socket buffers hold
             for first in range(0, count, 100):
