@@ -615,15 +615,23 @@ class SwimCore:
             self._next_probe_tick = self._now + period_ticks - into  # alone: the next period
             return None
         phase, target = slot
-        if self._now < self._earliest_probe_tick or into < phase or period == self._probed_period:
+        first = self._probed_period == _NO_PERIOD
+        if (
+            self._now < self._earliest_probe_tick
+            or into < phase
+            or period == self._probed_period
+            or (first and into > phase)  # no late start: wait for our slot to come round
+        ):
             self._next_probe_tick = self._first_slot(
                 max(self._now, self._earliest_probe_tick), phase
             )
             return None
         self._probed_period = period
-        # A healthy member's next slot is one period on; a member whose health multiplier
-        # is m skips to the slot m periods on (Lifeguard: an overloaded member probes less).
-        self._earliest_probe_tick = self._now + interval - period_ticks // 2
+        # The next slot is at or after this probe's end: one period on when the probe
+        # started on time (a member whose health multiplier is m skips to the slot m periods
+        # on: Lifeguard's overloaded member probes less), one more when it started late (a
+        # corrected clock), which puts it back on time instead of late for good.
+        self._earliest_probe_tick = self._now + interval
         self._next_probe_tick = self._first_slot(self._earliest_probe_tick, phase)
         return target
 

@@ -15,12 +15,14 @@ probes position ``(i + d) mod n`` with ``d = 1 + p mod (n - 1)``. Every member u
 exactly once. Over ``n - 1`` periods ``d`` runs through every offset, so each member probes
 every other member once: a round robin in a random order, as SWIM asks.
 
-Within its period a member probes at tick ``i * interval // n``: a fixed phase, so its own
-probes stay one period apart, and the ``n`` probes of a period are spread evenly over it.
-Consecutive probes of one target come from positions ``i, i - 1, ...``, so they are one
-period apart (less one tick at most), except once every ``n - 1`` periods when the prober's
-position wraps from ``0`` to ``n - 1`` (two periods apart). The wait for the first probe
-after a crash is therefore at most one period in all but about ``2 / n`` of crashes.
+Within its period a member probes at the phase its key gives, ``key * interval // 2^64``:
+fixed for its life, so its own probes stay one period apart and its slot never moves as
+others join or leave; and since the ring is ordered by key, phases grow with ring position
+(about ``i * interval / n``: the probes of a period spread over it). Consecutive probes of
+one target come from positions ``i, i - 1, ...``, whose phases only fall, so they are at
+most one period apart, except once every ``n - 1`` periods when the prober's position wraps
+from ``0`` to ``n - 1`` (at most two periods apart). The wait for the first probe after a
+crash is therefore at most one period in all but about ``2 / n`` of crashes.
 
 When views differ (a join or a death not yet heard everywhere) or clocks disagree, two
 members may probe one target in a period and another goes unprobed: the schedule degrades
@@ -33,13 +35,20 @@ import bisect
 import functools
 import hashlib
 
+KEY_BITS = 64
+
 
 @functools.lru_cache(maxsize=65_536)
 def ring_key(name: str) -> int:
     """A member's place in the ring: 64 bits of a hash of its name, the same everywhere.
     Cached and shared, because every member of a simulated cluster asks for every name."""
-    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"prism-ring").digest()
-    return int.from_bytes(digest, "big")
+    digest = hashlib.blake2b(name.encode(), digest_size=KEY_BITS // 8, person=b"prism-ring")
+    return int.from_bytes(digest.digest(), "big")
+
+
+def phase_of(name: str, interval: int) -> int:
+    """The tick of each period at which ``name`` probes: its key's share of the key space."""
+    return ring_key(name) * interval >> KEY_BITS
 
 
 class ProbeRing:
@@ -85,7 +94,7 @@ class ProbeRing:
         if n < 2 or position < 0:
             return None
         offset = 1 + period % (n - 1)
-        return position * interval // n, self._names[(position + offset) % n]
+        return phase_of(me, interval), self._names[(position + offset) % n]
 
     def _find(self, name: str) -> int:
         key = ring_key(name)
