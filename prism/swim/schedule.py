@@ -42,8 +42,8 @@ KEY_BITS = 64
 def ring_key(name: str) -> int:
     """A member's place in the ring: 64 bits of a hash of its name, the same everywhere.
     Cached and shared, because every member of a simulated cluster asks for every name."""
-    digest = hashlib.blake2b(name.encode(), digest_size=KEY_BITS // 8, person=b"prism-ring")
-    return int.from_bytes(digest.digest(), "big")
+    hashed = hashlib.blake2b(name.encode(), digest_size=KEY_BITS // 8, person=b"prism-ring")
+    return int.from_bytes(hashed.digest(), "big")
 
 
 def phase_of(name: str, interval: int) -> int:
