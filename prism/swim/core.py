@@ -606,8 +606,8 @@ class SwimCore:
     def _take_slot(self, interval: int) -> str | None:
         """On the coordinated schedule, the member our slot of this period probes if the
         slot has come and is still ours to take; else None. Either way ``_next_probe_tick``
-        is set to the tick to look again: the slot can move between looks, as the ring
-        changes or the clock is corrected."""
+        is set to the tick to look again (a corrected clock can move the slot between
+        looks; the ring's changes change the target, never the phase)."""
         period_ticks = self.config.probe_interval_ticks
         period, into = divmod(self._now + self._clock_offset, period_ticks)
         slot = self._ring.slot(self.name, period, period_ticks)
