@@ -269,18 +269,18 @@ class SwimSim:
         node.left = False
         node.inbox = []
         node.wake_tick = -1
+        # Tick 1 falls a random phase into the first tick interval.
+        phase = self._phase_rng.randrange(1, self.tick_ns + 1)
+        node.origin_ns = self.loop.now_ns + phase - self.tick_ns
         node.core = SwimCore(
             name,
             bind_address=node.address,
             meta=meta,
             config=self.config,
             rng=derive(self.seed, f"core/{name}/{node.generation}"),
+            # The shared clock of the probe schedule is virtual time, in ticks.
+            clock_offset=node.origin_ns // self.tick_ns,
         )
-        # Tick 1 falls a random phase into the first tick interval.
-        phase = self._phase_rng.randrange(1, self.tick_ns + 1)
-        node.origin_ns = self.loop.now_ns + phase - self.tick_ns
-        # The shared clock of the probe schedule is virtual time, in ticks.
-        node.core.set_clock_offset(node.origin_ns // self.tick_ns)
         self.views[name] = {}
         self._running[name] = None
         self._recount()

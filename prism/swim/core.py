@@ -103,7 +103,6 @@ from prism.swim.suspicion import Suspicion, suspicion_bounds
 _ALIVE = MemberState.ALIVE
 _KIND_ALIVE = UpdateKind.ALIVE
 _NEVER = 1 << 62  # a tick no run reaches
-_NO_PERIOD = -(1 << 62)  # before every period of the shared clock
 _GOSSIP_BASE_BYTES = estimate_size(Gossip(updates=()))  # a Gossip datagram without updates
 _TRACK_HOLDERS_UP_TO = 256
 """Live members up to which the broadcast queue is told whom a datagram goes to, so that it
@@ -219,8 +218,9 @@ class SwimCore:
         if config.coordinated_probes:
             self._ring.add(name)
         self._clock_offset = clock_offset
-        self._probed_period = _NO_PERIOD  # the last period (on the shared clock) we probed in
-        self._earliest_probe_tick = 0  # no probe before this tick (the health-scaled spacing)
+        # No probe before this tick: the end of the last one (0: none yet). Past it, the
+        # shared clock is in a later period than the last probe's, so one probe per period.
+        self._earliest_probe_tick = 0
         self._health = Awareness(config.awareness_max_multiplier)
         self._broadcasts = BroadcastQueue()
         self._merging = False  # a push-pull's state is being merged (see _merge)
@@ -615,18 +615,16 @@ class SwimCore:
             self._next_probe_tick = self._now + period_ticks - into  # alone: the next period
             return None
         phase, target = slot
-        first = self._probed_period == _NO_PERIOD
+        first = self._earliest_probe_tick == 0
         if (
             self._now < self._earliest_probe_tick
             or into < phase
-            or period == self._probed_period
             or (first and into > phase)  # no late start: wait for our slot to come round
         ):
             self._next_probe_tick = self._first_slot(
                 max(self._now, self._earliest_probe_tick), phase
             )
             return None
-        self._probed_period = period
         # The next slot is at or after this probe's end: one period on when the probe
         # started on time (a member whose health multiplier is m skips to the slot m periods
         # on: Lifeguard's overloaded member probes less), one more when it started late (a
@@ -636,14 +634,11 @@ class SwimCore:
         return target
 
     def _first_slot(self, tick: int, phase: int) -> int:
-        """The first tick from ``tick`` on that falls at ``phase`` of a period we have not
-        probed in."""
+        """The first tick from ``tick`` on that falls at ``phase`` of a period."""
         period_ticks = self.config.probe_interval_ticks
-        period, into = divmod(tick + self._clock_offset, period_ticks)
+        into = (tick + self._clock_offset) % period_ticks
         slot = tick - into + phase
-        if slot < tick or period == self._probed_period:
-            slot += period_ticks
-        return slot
+        return slot if slot >= tick else slot + period_ticks
 
     def set_clock_offset(self, offset: int) -> None:
         """The shared clock (which numbers probe periods for the coordinated schedule) reads

@@ -70,15 +70,11 @@ class ProbeRing:
         return list(self._names)
 
     def add(self, name: str) -> None:
-        key = ring_key(name)
-        keys, names = self._keys, self._names
-        position = bisect.bisect_left(keys, key)
-        while position < len(keys) and keys[position] == key and names[position] < name:
-            position += 1  # equal keys (one in 2^64): order by name
-        if position < len(keys) and names[position] == name:
+        key, position = self._place(name)
+        if position < len(self._names) and self._names[position] == name:
             return
-        keys.insert(position, key)
-        names.insert(position, name)
+        self._keys.insert(position, key)
+        self._names.insert(position, name)
 
     def remove(self, name: str) -> None:
         position = self._find(name)
@@ -97,11 +93,16 @@ class ProbeRing:
         return phase_of(me, interval), self._names[(position + offset) % n]
 
     def _find(self, name: str) -> int:
+        """``name``'s position, or -1 when it is not in the ring."""
+        position = self._place(name)[1]
+        found = position < len(self._names) and self._names[position] == name
+        return position if found else -1
+
+    def _place(self, name: str) -> tuple[int, int]:
+        """``name``'s key, and where it is or would go in ``(key, name)`` order."""
         key = ring_key(name)
         keys, names = self._keys, self._names
         position = bisect.bisect_left(keys, key)
-        while position < len(keys) and keys[position] == key:
-            if names[position] == name:
-                return position
-            position += 1
-        return -1
+        while position < len(keys) and keys[position] == key and names[position] < name:
+            position += 1  # equal keys (one in 2^64): order by name
+        return key, position

@@ -116,11 +116,7 @@ class LogState:
     def apply(self, record: Record) -> None:
         """Apply one record, or raise ValueError (changing nothing) if ``Bounds`` refuses it."""
         if type(record) is Entry and self.snapshot_index < record.index <= self.last_index + 1:
-            log = self.entries
-            if log and log[-1].index + 1 == record.index:
-                log.append(record)  # what _append does to an entry that continues the list
-            else:
-                self._append(record)  # what Bounds.after allows for an entry, without a Bounds
+            self._append(record)  # what Bounds.after allows for an entry, without a Bounds
             self.last_index = record.index
             return
         if type(record) is HardState:  # in nearly every save; Bounds.after lets it through
@@ -144,6 +140,9 @@ class LogState:
 
     def _append(self, entry: Entry) -> None:
         log = self.entries
+        if log and log[-1].index + 1 == entry.index:
+            log.append(entry)  # continues the list: the common case, nothing to replace
+            return
         if log:
             # Replace from entry.index on (Raft §5.3: a conflicting suffix goes).
             del log[max(0, entry.index - log[0].index) :]
