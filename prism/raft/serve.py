@@ -71,6 +71,7 @@ from typing import Any, Final, final
 
 import trio
 
+from prism.collector import fewer_collections
 from prism.errors import (
     NotLeader,
     Overloaded,
@@ -710,7 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
-        trio.run(_run, options)
+        with fewer_collections():
+            trio.run(_run, options)
     except (PrismError, BaseExceptionGroup) as exc:
         errors = _prism_errors(exc)
         if not errors:

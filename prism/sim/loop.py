@@ -7,37 +7,18 @@ stays a pure function of the seed.
 
 from __future__ import annotations
 
-import gc
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import final
+
+from prism.collector import fewer_collections
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 
 
 SAME_INSTANT_LIMIT = 1_000_000
-
-GC_THRESHOLD = (50_000, 20, 100)
-"""Garbage collection thresholds while a simulation runs. It allocates millions of
-short-lived objects (events, messages, updates) while holding millions of long-lived ones
-(1,000 members' tables): at CPython's default (700, 10, 10) the first 12 simulated seconds
-of a 1,000-member SWIM cold start ran 8,200 collections, 17 of them over every live object,
-5.3-5.7 s of 29-32 s (1.6 s with these thresholds). Collections still happen, just less
-often; the run is unchanged."""
-
-
-@contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Raise the collector's thresholds to at least ``GC_THRESHOLD``, restoring them after."""
-    old = gc.get_threshold()
-    gc.set_threshold(*(max(o, n) for o, n in zip(old, GC_THRESHOLD, strict=True)))
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
 
 
 class Livelock(RuntimeError):

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from prism.sim.loop import GC_THRESHOLD, SAME_INSTANT_LIMIT, EventLoop, Livelock
+from prism.collector import GC_THRESHOLD
+from prism.sim.loop import SAME_INSTANT_LIMIT, EventLoop, Livelock
 
 
 def test_events_at_one_instant_forever_raise_livelock() -> None:
