@@ -34,8 +34,9 @@ A write with ``client`` and ``seq`` applies once, however often it is retried (t
 machine's sessions): retry with the same pair after ``timeout``, ``shutting_down`` or a lost
 connection. Replies::
 
-    {"id": 1, "ok": true, "value": "v", "index": 12, "duplicate": false}
-    {"id": 2, "ok": false, "error": "cas_failed", "value": "current value", "index": 13}
+    {"id": 1, "ok": true, "index": 12, "duplicate": false}
+    {"id": 2, "ok": false, "error": "cas_failed", "value": "current value", "index": 13,
+     "duplicate": false}
     {"id": 4, "ok": true, "value": "v"}            (a linearizable read, ReadIndex)
     {"id": 5, "ok": true, "node": "n1", "state": "leader", "leader": "127.0.0.1:8001",
      "leader_id": "n1", "term": 3, "commit": 12, "applied": 12, "leader_since": 5123.4}
@@ -379,12 +380,18 @@ class _Node:
 
     @staticmethod
     def write_reply(result: ApplyResult) -> Reply:
-        reply: Reply = {"ok": result.ok, "value": result.value, "index": result.index}
-        reply["duplicate"] = result.duplicate
-        if not result.ok:
-            reply["error"] = "bad_command" if result.error else "cas_failed"
-            if result.error:
-                reply["message"] = result.error
+        """A write that applied echoes nothing of the command (etcd's put answers with its
+        revision alone): a 1 KB value sent back cost the leader and the client more than
+        the rest of the reply. A failed cas gives the value it found instead."""
+        if result.ok:
+            return {"ok": True, "index": result.index, "duplicate": result.duplicate}
+        reply: Reply = {"ok": False, "index": result.index, "duplicate": result.duplicate}
+        if result.error:
+            reply["error"] = "bad_command"
+            reply["message"] = result.error
+        else:
+            reply["error"] = "cas_failed"
+            reply["value"] = result.value
         return reply
 
     def answer_status(self) -> Reply:
@@ -468,9 +475,8 @@ def _json_value(value: Any) -> bytes:
 def _encode_applied(request_id: Any, result: ApplyResult) -> bytes:
     """``_encode_reply(request_id, _Node.write_reply(result))`` for a write that succeeded,
     byte for byte, without building the dict."""
-    return b'{"id":%s,"ok":true,"value":%s,"index":%d,"duplicate":%s}\n' % (
+    return b'{"id":%s,"ok":true,"index":%d,"duplicate":%s}\n' % (
         _json_value(request_id),
-        _json_value(result.value),
         result.index,
         b"true" if result.duplicate else b"false",
     )
