@@ -448,13 +448,19 @@ class JsonLinesTarget(Target):
         await self._stream.aclose()
 
 
+_JSON_PLAIN = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+"""The bytes a JSON string holds as they are: printable ASCII but the quote and backslash."""
+
+
 def _put_line(rid: int, key: str, value: bytes) -> bytes:
-    """``request("put", key=key, value=value.decode("ascii"))``'s line, byte for byte."""
-    return b'{"id":%d,"op":"put","key":%s,"value":%s}' % (
-        rid,
-        _ENCODE_STR(key).encode(),
-        _ENCODE_STR(value.decode("ascii")).encode(),
-    )
+    """``request("put", key=key, value=value.decode("ascii"))``'s line, byte for byte. A
+    value with nothing to escape (the load generator's) is quoted as it is: at 1 KB, JSON
+    escaping cost the client 2 µs a write, a third of what it spends on a write."""
+    if value.translate(None, _JSON_PLAIN):
+        quoted = _ENCODE_STR(value.decode("ascii")).encode()
+    else:
+        quoted = b'"' + value + b'"'
+    return b'{"id":%d,"op":"put","key":%s,"value":%s}' % (rid, _ENCODE_STR(key).encode(), quoted)
 
 
 def _put_outcome(reply: dict[str, Any]) -> PutRejected | None:

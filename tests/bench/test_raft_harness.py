@@ -14,6 +14,7 @@ import trio.testing
 
 from benchmarks._raft_harness import (
     PutRejected,
+    _put_line,
     describe_error,
     make_value,
     open_json_lines_target,
@@ -73,6 +74,16 @@ def test_make_value_has_the_size_and_varies() -> None:
         assert len(make_value(size, 123456)) == size
         assert make_value(size, 1).isascii()
     assert make_value(100, 1) != make_value(100, 2)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [make_value(1024, 7), make_value(3, 1), b"", b'a"b\\c', b"\x00\x1f\x7f~ !", bytes(range(128))],
+)
+def test_put_line_is_what_json_makes_of_the_request(value: bytes) -> None:
+    """Values with nothing to escape are quoted as they are; the line is the same either way."""
+    request = {"id": 3, "op": "put", "key": 'k\u00e9"', "value": value.decode("ascii")}
+    assert _put_line(3, 'k\u00e9"', value) == json.dumps(request, separators=(",", ":")).encode()
 
 
 def test_describe_error_flattens_groups() -> None:
