@@ -93,6 +93,26 @@ def encode_command(op: Op, key: str, value: str | None, expected: str | None) ->
     return b"C" + head + _LENGTH.pack(len(expected_bytes)) + expected_bytes + tail
 
 
+def _put_fields(data: bytes) -> tuple[str, str] | None:
+    """The key and value of a well-formed put, the common command, without the general
+    parser's loop (every node parses every write); None for anything else, which
+    ``Command.decode`` then parses or words an error for."""
+    size = len(data)
+    if size < 9 or data[0] != _PUT:
+        return None
+    (key_length,) = _LENGTH.unpack_from(data, 1)
+    key_end = 5 + key_length
+    if key_end + 4 > size:
+        return None
+    (value_length,) = _LENGTH.unpack_from(data, key_end)
+    if key_end + 4 + value_length != size:
+        return None
+    try:
+        return data[5:key_end].decode(), data[key_end + 4 :].decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def _strings(data: bytes, count: int) -> list[str]:
     """``count`` length-prefixed UTF-8 strings after the op byte, filling ``data`` exactly.
     Raises ValueError (bad UTF-8, lengths that do not add up) or struct.error (truncated)."""
@@ -223,16 +243,10 @@ class KVStateMachine:
 
     def _execute(self, entry: Entry) -> ApplyResult:
         data = entry.data
-        if data[:1] == b"P":
-            # The common command, parsed without building a Command; anything wrong with it
-            # goes the general way below, which words the error.
-            try:
-                key, value = _strings(data, 2)
-            except (ValueError, struct.error):
-                pass
-            else:
-                self.data[key] = value
-                return ApplyResult(entry.index, True, value)
+        put = _put_fields(data)
+        if put is not None:
+            self.data[put[0]] = put[1]
+            return ApplyResult(entry.index, True, put[1])
         try:
             command = Command.decode(data)
         except ValueError as exc:
