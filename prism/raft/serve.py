@@ -67,8 +67,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from json.scanner import make_scanner
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 import trio
 
@@ -451,7 +452,29 @@ def _error_reply(exc: Exception) -> Reply:
 
 
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
-_DECODE: Final = json.JSONDecoder().decode
+_DECODER: Final = json.JSONDecoder()
+_DECODE: Final = _DECODER.decode
+# What _DECODER parses one value with (its own scan_once); typeshed types the scanner's
+# context as a scanner, but it reads only the decoder's settings.
+_SCAN: Final = make_scanner(cast(Any, _DECODER))
+
+
+def parse_json_line(line: bytes) -> Any:
+    """``json.loads(line)``, or None when the line is not JSON text in UTF-8.
+
+    A line that is one JSON value and nothing else (what clients send) is scanned directly:
+    ``json.loads`` would add two whitespace passes and two Python frames, about 0.6 µs of a
+    leader's 16 µs per write. Anything else (whitespace around the value, more after it, no
+    value) takes ``json.loads``' own path, which parses it or says why not."""
+    try:
+        text = line.decode()
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:  # no value at the start (whitespace, or none at all)
+            return _DECODE(text)
+        return value if end == len(text) else _DECODE(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
 
 
 _ENCODE_STR: Final = json.encoder.encode_basestring_ascii  # what _ENCODE does with a str
@@ -546,10 +569,7 @@ class _Connection:
                 return
 
     def _take(self, line: bytes, reads: trio.Nursery, deadline: float) -> None:
-        try:
-            request = _DECODE(line.decode())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            request = None
+        request = parse_json_line(line)
         if not isinstance(request, dict):
             self.queue(None, {"ok": False, "error": "bad_request", "message": "not an object"})
             return

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
-from prism.raft.serve import ServeOptions, Started, main, parse_args, serve
+from prism.raft.serve import ServeOptions, Started, main, parse_args, parse_json_line, serve
 from prism.raft.transport import UdpTransport, format_address
 
 
@@ -249,3 +251,32 @@ async def test_serve_answers_a_client_that_reads_late(tmp_path: Path) -> None:
         assert all(replies[i] == {"id": i, "ok": True, "value": value} for i in range(count))
         await client.stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    st.one_of(
+        _JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+        st.tuples(_JSON_VALUES, st.sampled_from(["", " ", "\t", "\r", " 1", "}", "x"])).map(
+            lambda vs: (json.dumps(vs[0]) + vs[1]).encode()
+        ),
+        _JSON_VALUES.map(lambda v: (" " + json.dumps(v)).encode()),
+        st.binary(max_size=40),
+        st.text(max_size=40).map(str.encode),
+    )
+)
+def test_a_request_line_parses_as_json_loads_says(line: bytes) -> None:
+    """The client port scans a line that is exactly one value directly: it must agree with
+    ``json.loads`` on every line, and answer None where ``json.loads`` raises."""
+    try:
+        expected = json.loads(line.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        assert parse_json_line(line) is None
+        return
+    assert repr(parse_json_line(line)) == repr(expected)  # repr: NaN equals itself there
