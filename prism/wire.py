@@ -73,6 +73,7 @@ from prism.raft.messages import (
     RequestVote,
     RequestVoteReply,
     TimeoutNow,
+    build_entry,
 )
 from prism.swim.messages import (
     Ack,
@@ -311,25 +312,6 @@ class _Struct:
 
 _ENTRY_FIELDS: Final = ("term", "index", "kind", "data", "client_id", "seq")
 _ENTRY_KINDS: Final = {int(kind): kind for kind in EntryKind}
-_ENTRY_SLOTS: Final = tuple(Entry.__dict__[name].__set__ for name in _ENTRY_FIELDS)
-
-
-def _build_entry(
-    term: int, index: int, kind: EntryKind, data: bytes, client_id: str, seq: int
-) -> Entry:
-    """An ``Entry`` of values already checked as its ``__post_init__`` checks them (exact
-    types, term and seq non-negative, index positive): set slot by slot, skipping the frozen
-    dataclass's ``__init__`` (a third of a follower's decoding time). A differential test
-    holds this path to the dataclass's verdicts."""
-    set_term, set_index, set_kind, set_data, set_client_id, set_seq = _ENTRY_SLOTS
-    entry: Entry = object.__new__(Entry)
-    set_term(entry, term)
-    set_index(entry, index)
-    set_kind(entry, kind)
-    set_data(entry, data)
-    set_client_id(entry, client_id)
-    set_seq(entry, seq)
-    return entry
 
 
 class _EntryKind:
@@ -367,7 +349,7 @@ class _EntryKind:
             or seq < 0
         ):
             return self._refuse(raw)
-        return _build_entry(term, index, _ENTRY_KINDS[kind], data, client_id, seq)
+        return build_entry(term, index, _ENTRY_KINDS[kind], data, client_id, seq)
 
     def _refuse(self, raw: object) -> Entry:
         """The generic path, for what the fast one does not take: it raises the DecodeError

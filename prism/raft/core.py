@@ -81,6 +81,7 @@ from prism.raft.messages import (
     RequestVote,
     RequestVoteReply,
     TimeoutNow,
+    build_entry,
 )
 from prism.raft.progress import Progress, ProgressState
 from prism.raft.quorum import VoteResult, committed_index, majority, vote_result
@@ -276,18 +277,16 @@ class RaftCore:
                 f"command of {len(data)} bytes exceeds max_entry_bytes "
                 f"({self.config.max_entry_bytes})"
             )
-        if self.log.last_index - self.commit >= self.config.max_uncommitted_entries:
+        index = self.log.last_index + 1
+        if index - 1 - self.commit >= self.config.max_uncommitted_entries:
             raise ProposalDropped(
-                f"{self.log.last_index - self.commit} entries await commit; the leader may "
+                f"{index - 1 - self.commit} entries await commit; the leader may "
                 "have lost its quorum"
             )
-        entry = Entry(
-            term=self.term,
-            index=self.log.last_index + 1,
-            data=data,
-            client_id=client_id,
-            seq=seq,
-        )
+        if type(data) is bytes and type(client_id) is str and type(seq) is int and seq >= 0:
+            entry = build_entry(self.term, index, EntryKind.NORMAL, data, client_id, seq)
+        else:  # the dataclass's own checks word the error
+            entry = Entry(term=self.term, index=index, data=data, client_id=client_id, seq=seq)
         self.log.append([entry])
         self._appends_due = True  # sent with the next Ready, batched with the others
         return entry.index, entry.term

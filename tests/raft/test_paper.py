@@ -635,6 +635,42 @@ def test_propose_dropped_when_uncommitted_limit_reached() -> None:
     assert c["n1"].log.last_index - c["n1"].commit == 3
 
 
+@pytest.mark.parametrize(
+    ("data", "client_id", "seq"),
+    [
+        (b"P", "", 0),
+        (b"", "c", 7),
+        (bytearray(b"P"), "", 0),
+        ("P", "", 0),
+        (b"P", 1, 0),
+        (b"P", "c", -1),
+        (b"P", "c", 1.0),
+        (b"P", "c", True),
+    ],
+)
+def test_a_proposal_builds_the_entry_the_dataclass_would(
+    data: object, client_id: object, seq: object
+) -> None:
+    """``propose`` builds its entry without the dataclass's ``__init__`` when the values are
+    of the exact types it checks: the entry must be the one ``Entry(...)`` makes, and values
+    ``Entry`` refuses must be refused with its error, appending nothing."""
+    c = Cluster(1)
+    c.tick_all(ELECTION)
+    core = c["n1"]
+    index, term = core.log.last_index + 1, core.term
+    try:
+        expected = Entry(term=term, index=index, data=data, client_id=client_id, seq=seq)  # type: ignore[arg-type]
+    except ValueError as refusal:
+        with pytest.raises(ValueError, match=str(refusal)):
+            core.propose(data, client_id=client_id, seq=seq)  # type: ignore[arg-type]
+        assert core.log.last_index == index - 1
+        return
+    assert core.propose(data, client_id=client_id, seq=seq) == (index, term)  # type: ignore[arg-type]
+    entry = core.log.slice(index, index + 1)[0]
+    assert entry == expected
+    assert hash(entry) == hash(expected)
+
+
 def test_exactly_once_duplicate_proposal_applies_once() -> None:
     """Thesis §6.3: a command retried with the same client id and sequence number is applied
     once; the retry gets the first application's result."""
