@@ -142,6 +142,25 @@ class ApplyResult:
     error: str = ""
 
 
+_RESULT_SLOT_SETTERS: Final = tuple(
+    ApplyResult.__dict__[name].__set__ for name in ("index", "ok", "value", "duplicate", "error")
+)
+
+
+def _put_result(index: int, value: str) -> ApplyResult:
+    """``ApplyResult(index, True, value)``, set slot by slot: a frozen dataclass's
+    ``__init__`` goes through ``object.__setattr__`` for each field (0.59 µs against about
+    0.2), and every node builds one of these per write."""
+    set_index, set_ok, set_value, set_duplicate, set_error = _RESULT_SLOT_SETTERS
+    result: ApplyResult = object.__new__(ApplyResult)
+    set_index(result, index)
+    set_ok(result, True)
+    set_value(result, value)
+    set_duplicate(result, False)
+    set_error(result, "")
+    return result
+
+
 SESSION_WINDOW = 1024
 """Results remembered per client: more than any client keeps in flight."""
 
@@ -246,7 +265,7 @@ class KVStateMachine:
         put = _put_fields(data)
         if put is not None:
             self.data[put[0]] = put[1]
-            return ApplyResult(entry.index, True, put[1])
+            return _put_result(entry.index, put[1])
         try:
             command = Command.decode(data)
         except ValueError as exc:
