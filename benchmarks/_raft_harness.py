@@ -39,6 +39,7 @@ from typing import Any, TextIO
 import trio
 
 from benchmarks._report import git_commit, machine, percentile
+from prism.raft.serve import parse_json_line
 from prism.raft.transport import send_all_raw
 
 LOOPBACK = "127.0.0.1"
@@ -306,7 +307,6 @@ class _Pending:
 
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _ENCODE_STR = json.encoder.encode_basestring_ascii  # what _ENCODE does with a str
-_DECODE = json.JSONDecoder().decode
 
 
 class JsonLinesTarget(Target):
@@ -367,7 +367,9 @@ class JsonLinesTarget(Target):
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    reply = _DECODE(line.decode())
+                    reply = parse_json_line(line)
+                    if not isinstance(reply, dict):
+                        raise ValueError(f"the node answered a line that is no object: {line!r}")
                     rid = reply.get("id")
                     pending = self._pending.pop(rid, None)
                     if pending is not None:
