@@ -3,6 +3,7 @@ a real loopback socket."""
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import pytest
@@ -10,6 +11,7 @@ import trio
 import trio.testing
 
 from prism.raft.transport import (
+    SOCKET_RECEIVE_BUFFER_BYTES,
     MemoryNetwork,
     UdpTransport,
     format_address,
@@ -62,6 +64,20 @@ async def test_udp_transport_binds_port_zero_and_carries_datagrams() -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.trio
+async def test_udp_transport_asks_for_a_large_receive_buffer() -> None:
+    """A burst of appends must queue in the kernel, not be dropped: the socket gets the
+    buffer asked for, or as much of it as ``net.core.rmem_max`` allows (Linux reports twice
+    what it grants, for its own bookkeeping)."""
+    allowed = int(await trio.Path("/proc/sys/net/core/rmem_max").read_text())
+    transport = await UdpTransport.bind(("127.0.0.1", 0))
+    try:
+        granted = transport._raw.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    finally:
+        transport.close()
+    assert granted >= min(SOCKET_RECEIVE_BUFFER_BYTES, allowed)
 
 
 @pytest.mark.trio
