@@ -277,12 +277,12 @@ class RaftCore:
                 f"command of {len(data)} bytes exceeds max_entry_bytes "
                 f"({self.config.max_entry_bytes})"
             )
-        index = self.log.last_index + 1
-        if index - 1 - self.commit >= self.config.max_uncommitted_entries:
+        last = self.log.last_index
+        if last - self.commit >= self.config.max_uncommitted_entries:
             raise ProposalDropped(
-                f"{index - 1 - self.commit} entries await commit; the leader may "
-                "have lost its quorum"
+                f"{last - self.commit} entries await commit; the leader may have lost its quorum"
             )
+        index = last + 1
         if type(data) is bytes and type(client_id) is str and type(seq) is int and seq >= 0:
             entry = build_entry(self.term, index, EntryKind.NORMAL, data, client_id, seq)
         else:  # the dataclass's own checks word the error
