@@ -72,7 +72,6 @@ from prism.raft.ready import HardState
 HEADER: Final = struct.Struct("<IIBB")  # length, crc, type, flags
 HEADER_BYTES: Final = HEADER.size  # 10
 FLAG_GROUP_END: Final = 0x01
-_LENGTH: Final = struct.Struct("<I")
 # What the CRC covers before the payload: the length, then the type and flags bytes.
 _CRC_HEAD: Final = struct.Struct("<IBB")
 # One packer for every frame (msgpack.packb builds one per call). Packing runs in C under
@@ -149,46 +148,18 @@ def encode_group(records: list[Record]) -> bytes:
     """The bytes of one save group: each record framed, the last one flagged."""
     last = len(records) - 1
     return b"".join(
-        [
-            _frame_entry(record, FLAG_GROUP_END if i == last else 0)
-            if type(record) is Entry
-            else _frame_hard_state(record, FLAG_GROUP_END if i == last else 0)
-            if type(record) is HardState
-            else _frame(record, group_end=i == last)
-            for i, record in enumerate(records)
-        ]
+        [_frame(record, FLAG_GROUP_END if i == last else 0) for i, record in enumerate(records)]
     )
 
 
-def _frame(record: Record, *, group_end: bool) -> bytes:
+def _frame(record: Record, flags: int) -> bytes:
     kind, body = _encode_payload(record)
-    return _framed(kind, FLAG_GROUP_END if group_end else 0, _PACK(body))
-
-
-def _framed(kind: int, flags: int, payload: bytes) -> bytes:
+    payload = _PACK(body)
     size = len(payload)
     if size > MAX_PAYLOAD_BYTES:
         raise ValueError(f"a record of {size} bytes does not fit a u32 length")
     crc = zlib.crc32(payload, zlib.crc32(_CRC_HEAD.pack(size, kind, flags)))
     return HEADER.pack(size, crc, kind, flags) + payload
-
-
-_ENTRY_TYPE: Final = int(RecordType.ENTRY)
-_HARD_STATE_TYPE: Final = int(RecordType.HARD_STATE)
-
-
-def _frame_entry(entry: Entry, flags: int) -> bytes:
-    """``_frame(entry, ...)``, byte for byte, without the dispatch on the record's type:
-    entries are nearly everything a busy node writes."""
-    payload = _PACK(
-        [entry.term, entry.index, int(entry.kind), entry.data, entry.client_id, entry.seq]
-    )
-    return _framed(_ENTRY_TYPE, flags, payload)
-
-
-def _frame_hard_state(state: HardState, flags: int) -> bytes:
-    """``_frame(state, ...)``, byte for byte: a hard state ends nearly every save group."""
-    return _framed(_HARD_STATE_TYPE, flags, _PACK([state.term, state.vote, state.commit]))
 
 
 def read_frame(data: memoryview, offset: int) -> Frame | str:
@@ -241,7 +212,15 @@ def find_valid_frame(data: memoryview, start: int) -> int | None:
 # Payloads
 
 
-def _encode_payload(record: Record) -> tuple[RecordType, list[object]]:
+# The record types as plain ints: struct packs them without a call to IntEnum.__index__.
+_ENTRY: Final = int(RecordType.ENTRY)
+_HARD_STATE: Final = int(RecordType.HARD_STATE)
+_SNAPSHOT: Final = int(RecordType.SNAPSHOT)
+_COMPACT: Final = int(RecordType.COMPACT)
+_SEGMENT_START: Final = int(RecordType.SEGMENT_START)
+
+
+def _encode_payload(record: Record) -> tuple[int, list[object]]:
     match record:
         case Entry():
             body: list[object] = [
@@ -252,16 +231,16 @@ def _encode_payload(record: Record) -> tuple[RecordType, list[object]]:
                 record.client_id,
                 record.seq,
             ]
-            return RecordType.ENTRY, body
+            return _ENTRY, body
         case HardState():
-            return RecordType.HARD_STATE, [record.term, record.vote, record.commit]
+            return _HARD_STATE, [record.term, record.vote, record.commit]
         case SnapshotMark():
-            return RecordType.SNAPSHOT, [record.index, record.term, int(record.action)]
+            return _SNAPSHOT, [record.index, record.term, int(record.action)]
         case Compact():
-            return RecordType.COMPACT, [record.index]
+            return _COMPACT, [record.index]
         case SegmentStart():
             hard = record.hard_state
-            return RecordType.SEGMENT_START, [
+            return _SEGMENT_START, [
                 WAL_FORMAT,
                 record.seq,
                 hard.term,
