@@ -40,7 +40,7 @@ import trio
 
 from benchmarks._report import git_commit, machine, percentile
 from prism.raft.serve import parse_json_line
-from prism.raft.transport import send_all_raw
+from prism.raft.transport import receive_some_raw, send_all_raw
 
 LOOPBACK = "127.0.0.1"
 # The checkout (the parent of benchmarks/): node processes run from here, so that
@@ -357,11 +357,7 @@ class JsonLinesTarget(Target):
         buffer = b""
         try:
             while True:
-                await trio.lowlevel.wait_readable(raw)
-                try:
-                    chunk = raw.recv(65536)
-                except BlockingIOError:
-                    continue  # readable, then not: wait again
+                chunk = await receive_some_raw(raw, 65536)
                 if not chunk:
                     break
                 buffer += chunk

@@ -96,6 +96,7 @@ from prism.raft.transport import (
     DatagramTransport,
     UdpTransport,
     format_address,
+    receive_some_raw,
     send_all_raw,
 )
 from prism.raft.transport import parse_address as _parse_address
@@ -485,8 +486,8 @@ def _encode_reply(request_id: Any, reply: Reply) -> bytes:
 
 
 def _json_value(value: Any) -> bytes:
-    """``_ENCODE(value).encode()``, with the encoder's own machinery skipped for the ids and
-    values a reply usually holds (an int, a str); the bytes are the same."""
+    """``_ENCODE(value).encode()``, with the encoder's own machinery skipped for the ids a
+    request usually carries (an int, a str); the bytes are the same."""
     kind = type(value)
     if kind is int:
         return b"%d" % value
@@ -552,11 +553,7 @@ class _Connection:
         raw = self._raw
         buffer = b""
         while True:
-            await trio.lowlevel.wait_readable(raw)
-            try:
-                chunk = raw.recv(65_536)
-            except BlockingIOError:
-                continue  # readable, then not: wait again
+            chunk = await receive_some_raw(raw, 65_536)
             if not chunk:
                 return
             *lines, buffer = (buffer + chunk).split(b"\n") if buffer else chunk.split(b"\n")

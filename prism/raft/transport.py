@@ -124,6 +124,18 @@ async def receive_batch(
     return batch
 
 
+async def receive_some_raw(sock: socket.socket, max_bytes: int) -> bytes:
+    """What a non-blocking stream socket has, up to ``max_bytes`` (empty at its end): read
+    straight away once trio says it is readable, without the failed read that trio's stream
+    wrapper tries before it waits nor the pass through the scheduler it makes after."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return sock.recv(max_bytes)
+        except BlockingIOError:
+            continue  # readable, then not: wait again
+
+
 async def send_all_raw(sock: socket.socket, data: bytes) -> None:
     """Send the whole of ``data`` on a non-blocking stream socket: straight system calls
     while the socket has room, a wait through trio only when its buffer is full."""
@@ -191,11 +203,9 @@ class UdpTransport:
             raise trio.ClosedResourceError("the transport is closed")  # as MemoryTransport
         while True:
             await trio.lowlevel.wait_readable(raw)
-            try:
-                data, source = raw.recvfrom(RECEIVE_BUFFER_BYTES)
-            except BlockingIOError:
-                continue  # readable, then empty again: nothing to do but wait once more
-            return data, (str(source[0]), int(source[1]))
+            received = self.receive_nowait()
+            if received is not None:  # else readable, then empty again: wait once more
+                return received
 
     def receive_nowait(self) -> tuple[bytes, Address] | None:
         try:
