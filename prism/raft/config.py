@@ -85,10 +85,11 @@ class RaftConfig(Validated):
     """Take a snapshot once this many entries were applied since the last one (HashiCorp
     Raft's SnapshotThreshold). Smaller means less replay on restart and more snapshot work.
     A snapshot serializes the whole state machine in the event loop, so its cost per write
-    is the state's size over this number: at 8,192 a node under 30,000 writes a second to
-    1,024 keys of 1 KB spent 5-8% of its CPU on snapshots. 32,768 keeps that near 2% and a
-    restart's replay under about 0.35 s (10 µs an entry); etcd takes 100,000, Consul checks
-    16,384 every 30 s. The log in memory past the snapshot grows to this many entries."""
+    is the state's size over this number: at 8,192 a node under 22,000 writes a second to
+    1,024 keys of 1 KB spent 5-8% of its CPU on snapshots (py-spy); 32,768 takes a quarter
+    of that, and a restart replays at most about 0.35 s of log (10 µs an entry in
+    ``benchmarks.raft_restart``). etcd takes 100,000, Consul checks 16,384 every 30 s. The
+    log in memory past the snapshot grows to this many entries."""
 
     snapshot_trailing_entries: int = 1024
     """Entries kept in the log behind a snapshot, so a follower slightly behind catches up
