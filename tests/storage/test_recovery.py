@@ -25,7 +25,7 @@ from prism.raft.disk.records import (
     HEADER,
     Frame,
     RecordType,
-    decode_record,
+    decode_records,
     encode_group,
     read_frame,
 )
@@ -168,7 +168,10 @@ def test_save_group_without_its_last_record_is_dropped_whole(tmp_path: Path) -> 
         file.truncate(hard_state_record.offset + 4)
     with DiskStorage.open(directory) as storage:
         assert state_of(storage) == before
-        assert "a save group of 5 records without its last record" in storage.recovery_notes[0]
+        assert (
+            "a save group without its last record (1 of its records present)"
+            in (storage.recovery_notes[0])
+        )
 
 
 def single_entry_log(directory: Path, count: int) -> list[Frame]:
@@ -308,18 +311,72 @@ def test_entry_that_does_not_continue_the_log_is_corruption(tmp_path: Path) -> N
     assert (caught.value.path, caught.value.offset) == (str(path), offset)
 
 
+def framed_by_hand(kind: RecordType, body: object, *, last: bool = True) -> bytes:
+    """A frame as the module docstring lays it out, built without ``encode_group``."""
+    payload = msgpack.packb(body, use_bin_type=True)
+    flags = 1 if last else 0
+    head = struct.pack("<I", len(payload)) + bytes((kind, flags))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return HEADER.pack(len(payload), crc, kind, flags) + payload
+
+
+def entry_body(item: Entry) -> list[object]:
+    return [item.term, item.index, int(item.kind), item.data, item.client_id, item.seq]
+
+
 def test_record_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
     directory = tmp_path / "raft"
     single_entry_log(directory, 2)
     path = segment_files(directory)[-1]
     offset = path.stat().st_size
-    payload = msgpack.packb([1, 2], use_bin_type=True)  # a HARD_STATE has three fields
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<I", len(payload)) + bytes((3, 1))))
-    with path.open("ab") as file:
-        file.write(HEADER.pack(len(payload), crc, RecordType.HARD_STATE, 1) + payload)
+    with path.open("ab") as file:  # a HARD_STATE has three fields
+        file.write(framed_by_hand(RecordType.HARD_STATE, [1, 2]))
     with pytest.raises(StorageCorrupt, match="HARD_STATE record does not decode") as caught:
         DiskStorage.open(directory)
     assert caught.value.offset == offset
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ([], "holds no entry"),
+        ([[1, 3, 0, b"", "", 0], 7], "holds int, not an entry"),
+        ([[1, 3, 0, b"", "", 0], [1, 5, 0, b"", "", 0]], "entry 5 where 4 should follow"),
+        ([[1, 3, 0, b"", "", 0], [1, 3, 0, b"", "", 0]], "entry 3 where 4 should follow"),
+        ([[1, 3, 0, "not bin", "", 0]], "entry data must be bin"),
+    ],
+)
+def test_entries_record_that_does_not_decode_is_corruption(
+    tmp_path: Path, body: list[object], why: str
+) -> None:
+    """An ENTRIES record with a checksum that matches is refused whole for one bad entry,
+    and for entries that do not run consecutively: none of it is applied."""
+    directory = tmp_path / "raft"
+    single_entry_log(directory, 2)
+    path = segment_files(directory)[-1]
+    offset = path.stat().st_size
+    with path.open("ab") as file:
+        file.write(framed_by_hand(RecordType.ENTRIES, body))
+    with pytest.raises(StorageCorrupt, match=f"ENTRIES record does not decode: .*{why}") as caught:
+        DiskStorage.open(directory)
+    assert caught.value.offset == offset
+
+
+def test_entry_records_of_earlier_writers_are_read(tmp_path: Path) -> None:
+    """Segments written before ENTRIES existed hold one ENTRY record per entry: they are
+    read as before, and the log continues after them in ENTRIES records."""
+    directory = tmp_path / "raft"
+    single_entry_log(directory, 2)
+    path = segment_files(directory)[-1]
+    with path.open("ab") as file:
+        file.write(framed_by_hand(RecordType.ENTRY, entry_body(entry(3)), last=False))
+        file.write(framed_by_hand(RecordType.ENTRY, entry_body(entry(4))))
+    with DiskStorage.open(directory) as storage:
+        assert indexes(storage.entries) == [1, 2, 3, 4]
+        assert storage.recovery_notes == []
+        storage.save(None, [entry(5)])
+    with DiskStorage.open(directory) as storage:
+        assert list(storage.entries) == [entry(index) for index in range(1, 6)]
 
 
 @given(
@@ -332,7 +389,6 @@ def test_record_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
             st.text(max_size=20),
             st.integers(0, 2**63 - 1),
         ),
-        min_size=1,
         max_size=5,
     ),
     st.none() | st.builds(HardState, st.integers(0, 9), st.none() | st.text(max_size=5)),
@@ -340,41 +396,31 @@ def test_record_that_does_not_decode_is_corruption(tmp_path: Path) -> None:
 def test_entry_and_hard_state_frames_are_laid_out_as_the_format_says(
     fields: list[tuple[int, EntryKind, bytes, str, int]], hard_state: HardState | None
 ) -> None:
-    """Entries and hard states have framing paths of their own: they must write what the
-    module docstring lays out (length, CRC over the rest, type, flags; the last of a group
-    flagged), and read back as the same records."""
+    """A save group's entries are one ENTRIES frame, then the hard state has its own: the
+    bytes are what the module docstring lays out (length, CRC over the rest, type, flags;
+    the last of a group flagged), and read back as the same records."""
     group: list[Entry | HardState] = [
         Entry(term=term, index=i, kind=kind, data=data, client_id=client_id, seq=seq)
         for i, (term, kind, data, client_id, seq) in enumerate(fields, start=1)
     ]
     if hard_state is not None:
         group.append(hard_state)
+    if not group:
+        return
+    entry_run = [entry_body(item) for item in group if isinstance(item, Entry)]
     expected = b""
-    for position, item in enumerate(group):
-        if isinstance(item, Entry):
-            kind = RecordType.ENTRY
-            body: list[object] = [
-                item.term,
-                item.index,
-                int(item.kind),
-                item.data,
-                item.client_id,
-                item.seq,
-            ]
-        else:
-            kind, body = RecordType.HARD_STATE, [item.term, item.vote, item.commit]
-        payload = msgpack.packb(body, use_bin_type=True)
-        flags = 1 if position == len(group) - 1 else 0
-        head = struct.pack("<I", len(payload)) + bytes((kind, flags))
-        crc = zlib.crc32(payload, zlib.crc32(head))
-        expected += HEADER.pack(len(payload), crc, kind, flags) + payload
+    if entry_run:
+        expected += framed_by_hand(RecordType.ENTRIES, entry_run, last=hard_state is None)
+    if hard_state is not None:
+        body = [hard_state.term, hard_state.vote, hard_state.commit]
+        expected += framed_by_hand(RecordType.HARD_STATE, body)
     data = encode_group(list(group))
     assert data == expected
     view, offset, decoded = memoryview(data), 0, []
     while offset < len(data):
         frame = read_frame(view, offset)
         assert isinstance(frame, Frame)
-        decoded.append(decode_record(frame))
+        decoded.extend(decode_records(frame))
         offset = frame.end
     assert decoded == group
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from prism.errors import StorageCorrupt
 from prism.raft.disk.files import TMP_SUFFIX, sync_directory, truncate
 from prism.raft.disk.logstate import LogState
-from prism.raft.disk.records import Frame, Record, SegmentStart, decode_record
+from prism.raft.disk.records import Frame, Record, SegmentStart, decode_records
 from prism.raft.disk.segments import parse_segment_name, scan_segment, segment_name
 from prism.raft.disk.snapshots import parse_snapshot_name, read_snapshot, snapshot_name
 from prism.raft.messages import Entry
@@ -168,7 +168,9 @@ def _complete_frames(info: SegmentInfo, *, is_last: bool, plan: _Plan) -> list[F
     if cut < len(data):
         reasons = []
         if unfinished:
-            reasons.append(f"a save group of {unfinished} records without its last record")
+            reasons.append(
+                f"a save group without its last record ({unfinished} of its records present)"
+            )
         if scan.problem is not None:
             where = "" if scan.stop == cut else f"at byte {scan.stop}: "
             reasons.append(f"{where}{scan.problem}")
@@ -184,8 +186,9 @@ def _complete_frames(info: SegmentInfo, *, is_last: bool, plan: _Plan) -> list[F
 def _replay_segment(info: SegmentInfo, frames: list[Frame], state: LogState | None) -> LogState:
     """Apply one segment's records to ``state`` (None: this is the oldest segment left)."""
     path = str(info.path)
-    start = _decode(info, frames[0])
-    if not isinstance(start, SegmentStart):
+    first = _decode(info, frames[0])
+    start = first[0]
+    if len(first) != 1 or not isinstance(start, SegmentStart):
         raise StorageCorrupt(path, 0, "segment does not begin with a SEGMENT_START record")
     if start.seq != info.seq:
         raise StorageCorrupt(path, 0, f"segment header says it is segment {start.seq}")
@@ -199,21 +202,23 @@ def _replay_segment(info: SegmentInfo, frames: list[Frame], state: LogState | No
             f"{state.segment_start(info.seq)}",
         )
     for frame in frames[1:]:
-        record = _decode(info, frame)
-        if isinstance(record, SegmentStart):
-            raise StorageCorrupt(path, frame.offset, "SEGMENT_START record inside a segment")
-        try:
-            state.apply(record)
-        except ValueError as exc:
-            raise StorageCorrupt(path, frame.offset, f"{frame.kind.name} record: {exc}") from None
-        if isinstance(record, Entry):
-            info.max_entry_index = max(info.max_entry_index, record.index)
+        for record in _decode(info, frame):
+            if isinstance(record, SegmentStart):
+                raise StorageCorrupt(path, frame.offset, "SEGMENT_START record inside a segment")
+            try:
+                state.apply(record)
+            except ValueError as exc:
+                raise StorageCorrupt(
+                    path, frame.offset, f"{frame.kind.name} record: {exc}"
+                ) from None
+            if isinstance(record, Entry):
+                info.max_entry_index = max(info.max_entry_index, record.index)
     return state
 
 
-def _decode(info: SegmentInfo, frame: Frame) -> Record:
+def _decode(info: SegmentInfo, frame: Frame) -> list[Record]:
     try:
-        return decode_record(frame)
+        return decode_records(frame)
     except ValueError as exc:
         raise StorageCorrupt(
             str(info.path), frame.offset, f"{frame.kind.name} record does not decode: {exc}"
