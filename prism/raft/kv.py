@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import struct
 from dataclasses import dataclass
-from typing import Final, Literal, final
+from typing import Final, Literal, NamedTuple, final
 
 from prism.raft.jsonbody import dump_object, load_object
 from prism.raft.messages import Entry, EntryKind
@@ -93,26 +93,6 @@ def encode_command(op: Op, key: str, value: str | None, expected: str | None) ->
     return b"C" + head + _LENGTH.pack(len(expected_bytes)) + expected_bytes + tail
 
 
-def _put_fields(data: bytes) -> tuple[str, str] | None:
-    """The key and value of a well-formed put, the common command, without the general
-    parser's loop (every node parses every write); None for anything else, which
-    ``Command.decode`` then parses or words an error for."""
-    size = len(data)
-    if size < 9 or data[0] != _PUT:
-        return None
-    (key_length,) = _LENGTH.unpack_from(data, 1)
-    key_end = 5 + key_length
-    if key_end + 4 > size:
-        return None
-    (value_length,) = _LENGTH.unpack_from(data, key_end)
-    if key_end + 4 + value_length != size:
-        return None
-    try:
-        return data[5:key_end].decode(), data[key_end + 4 :].decode()
-    except UnicodeDecodeError:
-        return None
-
-
 def _strings(data: bytes, count: int) -> list[str]:
     """``count`` length-prefixed UTF-8 strings after the op byte, filling ``data`` exactly.
     Raises ValueError (bad UTF-8, lengths that do not add up) or struct.error (truncated)."""
@@ -131,34 +111,23 @@ def _strings(data: bytes, count: int) -> list[str]:
     return strings
 
 
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    """What applying one entry did. ``ok`` is False for a failed cas or a bad command."""
+class ApplyResult(NamedTuple):
+    """What applying one entry did. ``ok`` is False for a failed cas or a bad command.
 
-    index: int
+    A named tuple rather than a frozen dataclass: every node builds one per write, and a
+    tuple is built in one step (``_put_result``: 0.16 µs, against 0.40 for a dataclass
+    set slot by slot)."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing calls
     ok: bool
     value: str | None = None  # the value now held at the key
     duplicate: bool = False  # a retried command: the first application's result, again
     error: str = ""
 
 
-_RESULT_SLOT_SETTERS: Final = tuple(
-    ApplyResult.__dict__[name].__set__ for name in ("index", "ok", "value", "duplicate", "error")
-)
-
-
-def _put_result(index: int, value: str) -> ApplyResult:
-    """``ApplyResult(index, True, value)``, set slot by slot: a frozen dataclass's
-    ``__init__`` goes through ``object.__setattr__`` for each field (0.59 µs against 0.38
-    for this), and every node builds one of these per write."""
-    set_index, set_ok, set_value, set_duplicate, set_error = _RESULT_SLOT_SETTERS
-    result: ApplyResult = object.__new__(ApplyResult)
-    set_index(result, index)
-    set_ok(result, True)
-    set_value(result, value)
-    set_duplicate(result, False)
-    set_error(result, "")
-    return result
+_new_tuple: Final = tuple.__new__
+# An enum member read through its class costs a lookup (70 ns); this one is read per entry.
+_NORMAL: Final = EntryKind.NORMAL
 
 
 SESSION_WINDOW = 1024
@@ -237,7 +206,7 @@ class KVStateMachine:
         if entry.index != self.applied_index + 1:
             raise ValueError(f"applying {entry.index} after {self.applied_index}")
         self.applied_index = entry.index
-        if entry.kind is not EntryKind.NORMAL:  # no-ops and membership are Raft's own
+        if entry.kind is not _NORMAL:  # no-ops and membership are Raft's own
             return ApplyResult(entry.index, True)
         if not entry.client_id:
             return self._execute(entry)
@@ -262,10 +231,24 @@ class KVStateMachine:
 
     def _execute(self, entry: Entry) -> ApplyResult:
         data = entry.data
-        put = _put_fields(data)
-        if put is not None:
-            self.data[put[0]] = put[1]
-            return _put_result(entry.index, put[1])
+        size = len(data)
+        # A well-formed put, the common command, is parsed here without the general
+        # parser's loop and calls (every node parses every write); anything else, or a put
+        # that is not well formed, goes to Command.decode, which parses it or words the error.
+        if size >= 9 and data[0] == _PUT:
+            (key_length,) = _LENGTH.unpack_from(data, 1)
+            key_end = 5 + key_length
+            if key_end + 4 <= size and key_end + 4 + _LENGTH.unpack_from(data, key_end)[0] == size:
+                try:
+                    key, value = data[5:key_end].decode(), data[key_end + 4 :].decode()
+                except UnicodeDecodeError:
+                    pass  # worded by Command.decode below
+                else:
+                    self.data[key] = value
+                    result: ApplyResult = _new_tuple(
+                        ApplyResult, (entry.index, True, value, False, "")
+                    )
+                    return result
         try:
             command = Command.decode(data)
         except ValueError as exc:
