@@ -330,26 +330,40 @@ class _EntryKind:
         return [term, index, int(entry.kind), entry.data, entry.client_id, seq]
 
     def decode(self, raw: object) -> Entry:
-        if type(raw) is not list or len(raw) != 6:
-            return self._refuse(raw)
-        term, index, kind, data, client_id, seq = raw
-        if (
-            type(term) is not int
-            or type(index) is not int
-            or type(kind) is not int
-            or type(seq) is not int
-            or type(data) is not bytes
-            or type(client_id) is not str
-            or term > MAX_WIRE_INT
-            or index > MAX_WIRE_INT
-            or seq > MAX_WIRE_INT
-            or kind not in _ENTRY_KINDS
-            or term < 0
-            or index <= 0
-            or seq < 0
-        ):
-            return self._refuse(raw)
-        return build_entry(term, index, _ENTRY_KINDS[kind], data, client_id, seq)
+        (entry,) = self.decode_all([raw])
+        return entry
+
+    def decode_all(self, raw: object) -> tuple[Entry, ...]:
+        """A ``tuple[Entry, ...]`` field: one loop over the array, no call per entry but
+        ``build_entry`` (a follower decodes every entry of every append)."""
+        if type(raw) is not list:
+            raise DecodeError(f"expected an array, got {type(raw).__name__}")
+        kinds = _ENTRY_KINDS
+        entries = []
+        for item in raw:
+            if type(item) is not list or len(item) != 6:
+                entries.append(self._refuse(item))
+                continue
+            term, index, kind, data, client_id, seq = item
+            if (
+                type(term) is not int
+                or type(index) is not int
+                or type(kind) is not int
+                or type(seq) is not int
+                or type(data) is not bytes
+                or type(client_id) is not str
+                or term > MAX_WIRE_INT
+                or index > MAX_WIRE_INT
+                or seq > MAX_WIRE_INT
+                or kind not in kinds
+                or term < 0
+                or index <= 0
+                or seq < 0
+            ):
+                entries.append(self._refuse(item))
+                continue
+            entries.append(build_entry(term, index, kinds[kind], data, client_id, seq))
+        return tuple(entries)
 
     def _refuse(self, raw: object) -> Entry:
         """The generic path, for what the fast one does not take: it raises the DecodeError
@@ -365,6 +379,12 @@ def _kind_for(hint: object) -> _Kind:
     """The codec for a field annotated ``hint``; TypeError if the wire cannot carry it."""
     if hint is Entry:
         return _EntryKind().as_kind()
+    if hint == tuple[Entry, ...]:
+        entry_kind = _EntryKind()
+        return _Kind(
+            encode=lambda entries: [entry_kind.encode(entry) for entry in entries],
+            decode=entry_kind.decode_all,
+        )
     if hint is int:
         return _Kind(encode=_encode_int, decode=_decode_int)
     if hint is bool or hint is str or hint is bytes:
