@@ -142,7 +142,10 @@ async def _run_load_nowait(
             result.started += 1
             try:
                 target.put_nowait(
-                    f"k{n % keys}", make_value(value_bytes, n), partial(finished, clock())
+                    f"k{n % keys}",
+                    make_value(value_bytes, n),
+                    partial(finished, clock()),
+                    plain=True,
                 )
             except ConnectionError as exc:
                 lost(exc)

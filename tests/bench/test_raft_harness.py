@@ -69,10 +69,12 @@ def test_summarize_scales_sorts_and_rounds() -> None:
     assert empty["p99_ms"] is None
 
 
-def test_make_value_has_the_size_and_varies() -> None:
-    for size in (1, 5, 100, 1024):
-        assert len(make_value(size, 123456)) == size
-        assert make_value(size, 1).isascii()
+def test_make_value_has_the_size_varies_and_is_plain_in_json() -> None:
+    for size in (0, 1, 5, 100, 1024):
+        for seq in (1, 123456, 2**40):
+            value = make_value(size, seq)
+            assert len(value) == size
+            assert _put_line(1, "k", value, plain=True) == _put_line(1, "k", value)
     assert make_value(100, 1) != make_value(100, 2)
 
 
@@ -83,7 +85,8 @@ def test_make_value_has_the_size_and_varies() -> None:
 def test_put_line_is_what_json_makes_of_the_request(value: bytes) -> None:
     """Values with nothing to escape are quoted as they are; the line is the same either way."""
     request = {"id": 3, "op": "put", "key": 'k\u00e9"', "value": value.decode("ascii")}
-    assert _put_line(3, 'k\u00e9"', value) == json.dumps(request, separators=(",", ":")).encode()
+    expected = json.dumps(request, separators=(",", ":")).encode() + b"\n"
+    assert _put_line(3, 'k\u00e9"', value) == expected
 
 
 def test_describe_error_flattens_groups() -> None:
@@ -129,7 +132,9 @@ async def test_json_lines_client_pipelines_and_matches_replies_by_id() -> None:
                         reply = {"id": request["id"], "ok": False, "error": "not_leader"}
                     else:
                         reply = {"id": request["id"], "ok": True}
-                    replies.append(json.dumps(reply).encode() + b"\n")
+                    # Compact, as the nodes write them: the status reply matches the
+                    # client's pattern for a committed put, and must still reach status().
+                    replies.append(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
                 batch = []
                 await stream.send_all(b"".join(replies))
         await hold_last.wait()
@@ -189,7 +194,9 @@ async def test_json_lines_client_put_nowait_calls_back_with_the_outcome() -> Non
                     ok = request["key"] != "bad"
                     replies.append({"id": request["id"], "ok": ok, "error": "not_leader"})
                     answered += 1
-            await stream.send_all(b"".join(json.dumps(r).encode() + b"\n" for r in replies))
+            await stream.send_all(
+                b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in replies)
+            )
         await close.wait()
         await stream.aclose()
 
