@@ -291,7 +291,7 @@ class RaftCore:
             entry = build_entry(self.term, index, _NORMAL, data, client_id, seq)
         else:  # the dataclass's own checks word the error
             entry = Entry(term=self.term, index=index, data=data, client_id=client_id, seq=seq)
-        self.log.append([entry])
+        self.log.append_next(entry)
         self._appends_due = True  # sent with the next Ready, batched with the others
         return entry.index, entry.term
 

@@ -741,6 +741,9 @@ class RaftDriver(Generic[R]):
 
     async def _apply(self, entries: Sequence[Entry]) -> None:
         apply, resolve = self.machine.apply, self._pending.applied
+        # A follower has no proposals: no call per entry to find none. A proposal made while
+        # this batch is applied (at a checkpoint below) has an index past all of it.
+        waiting = self._pending.proposals > 0
         count = 0  # applied since counters["applied"] was last brought up to date
         for position, entry in enumerate(entries, start=1):
             if entry.index <= self._applied:
@@ -750,7 +753,8 @@ class RaftDriver(Generic[R]):
             result = apply(entry)
             self._applied = entry.index
             count += 1
-            resolve(entry, result)
+            if waiting:
+                resolve(entry, result)
             if position % APPLY_SLICE == 0 and position < len(entries):
                 # Let the answers of what is applied so far leave while the rest is applied
                 # (never cancelled here: a batch is applied whole).

@@ -130,6 +130,12 @@ class RaftLog:
                 raise ValueError(f"entry {entry.index} does not follow {self.last_index}")
             self._entries.append(entry)
 
+    def append_next(self, entry: Entry) -> None:
+        """``append([entry])`` for one entry, as a leader appends each proposal."""
+        if entry.index != self.snapshot_index + len(self._entries) + 1:
+            raise ValueError(f"entry {entry.index} does not follow {self.last_index}")
+        self._entries.append(entry)
+
     def maybe_append(self, prev_index: int, prev_term: int, entries: Sequence[Entry]) -> int | None:
         """Follower side of AppendEntries (Raft Figure 2, receiver rules 2-4).
 

@@ -99,14 +99,18 @@ class RaftLogMachine(RuleBasedStateMachine):
         self.stable = self.last
         self.unpersisted_from = self.last + 1
 
-    @rule(count=st.integers(1, 4), bump=st.integers(0, 2))
-    def append(self, count: int, bump: int) -> None:
+    @rule(count=st.integers(1, 4), bump=st.integers(0, 2), one_by_one=st.booleans())
+    def append(self, count: int, bump: int, one_by_one: bool) -> None:
+        """A leader's appends: as a list, or each proposal alone (``append_next``)."""
         term = (self.log.last_term or 1) + bump
         for _ in range(count):
             before = tuple(e.term for e in self.entries)
             entry = self.make_fresh(self.last + 1, term, before)
             term = entry.term
-            self.log.append([entry])
+            if one_by_one:
+                self.log.append_next(entry)
+            else:
+                self.log.append([entry])
             self.entries.append(entry)
 
     @rule(data=st.data())
@@ -271,3 +275,7 @@ def test_log_refuses_entries_that_do_not_follow() -> None:
     log = RaftLog([Entry(term=1, index=1)])
     with pytest.raises(ValueError, match="follow"):
         log.append([Entry(term=1, index=3)])
+    with pytest.raises(ValueError, match="does not follow 1"):
+        log.append_next(Entry(term=1, index=3))
+    with pytest.raises(ValueError, match="does not follow 1"):
+        log.append_next(Entry(term=1, index=1))
