@@ -144,6 +144,16 @@ class RaftLog:
         """
         if not self.match_term(prev_index, prev_term):
             return None
+        if prev_index == self.last_index:
+            # At the end of the log, the steady state: nothing to compare or truncate, so
+            # no lookup per entry; the indexes are still checked, in one plain loop.
+            expected = prev_index + 1
+            for entry in entries:
+                if entry.index != expected:
+                    raise ValueError(f"entry {entry.index} does not follow {expected - 1}")
+                expected += 1
+            self._entries.extend(entries)
+            return prev_index + len(entries)
         for position, entry in enumerate(entries):
             existing = self.term_at(entry.index)
             if existing == entry.term:

@@ -138,6 +138,22 @@ class LogState:
                 self._drop_through(index)
         self.last_index = after.last_index
 
+    def apply_all(self, records: Sequence[Record]) -> None:
+        """``apply`` each record in turn; an entry that continues the log (every entry of a
+        save but the first after a truncation) is appended here, without a call of its own."""
+        log = self.entries
+        for record in records:
+            if (
+                type(record) is Entry
+                and record.index == self.last_index + 1
+                and record.index > self.snapshot_index
+                and (not log or log[-1].index == self.last_index)
+            ):
+                log.append(record)
+                self.last_index = record.index
+            else:
+                self.apply(record)
+
     def _append(self, entry: Entry) -> None:
         log = self.entries
         if log and log[-1].index + 1 == entry.index:

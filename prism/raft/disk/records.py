@@ -160,7 +160,18 @@ def encode_group(records: Sequence[Record]) -> bytes:
     run: list[list[object]] = []
     for record in records:
         if type(record) is Entry:
-            run.append(_entry_body(record))
+            # An ENTRY body, built inline (a call per entry is a tenth of its cost); the
+            # kind goes as it is: msgpack packs an IntEnum as its int.
+            run.append(
+                [
+                    record.term,
+                    record.index,
+                    record.kind,
+                    record.data,
+                    record.client_id,
+                    record.seq,
+                ]
+            )
             continue
         if run:
             payloads.append((_ENTRIES, _PACK(run)))
@@ -242,10 +253,6 @@ _HARD_STATE: Final = int(RecordType.HARD_STATE)
 _SNAPSHOT: Final = int(RecordType.SNAPSHOT)
 _COMPACT: Final = int(RecordType.COMPACT)
 _SEGMENT_START: Final = int(RecordType.SEGMENT_START)
-
-
-def _entry_body(entry: Entry) -> list[object]:
-    return [entry.term, entry.index, int(entry.kind), entry.data, entry.client_id, entry.seq]
 
 
 def _encode_payload(record: Record) -> tuple[int, list[object]]:

@@ -202,17 +202,16 @@ def _replay_segment(info: SegmentInfo, frames: list[Frame], state: LogState | No
             f"{state.segment_start(info.seq)}",
         )
     for frame in frames[1:]:
-        for record in _decode(info, frame):
-            if isinstance(record, SegmentStart):
-                raise StorageCorrupt(path, frame.offset, "SEGMENT_START record inside a segment")
-            try:
-                state.apply(record)
-            except ValueError as exc:
-                raise StorageCorrupt(
-                    path, frame.offset, f"{frame.kind.name} record: {exc}"
-                ) from None
-            if isinstance(record, Entry):
-                info.max_entry_index = max(info.max_entry_index, record.index)
+        records = _decode(info, frame)
+        if any(isinstance(record, SegmentStart) for record in records):
+            raise StorageCorrupt(path, frame.offset, "SEGMENT_START record inside a segment")
+        try:
+            state.apply_all(records)
+        except ValueError as exc:
+            raise StorageCorrupt(path, frame.offset, f"{frame.kind.name} record: {exc}") from None
+        last = records[-1]
+        if isinstance(last, Entry):  # an ENTRIES frame's last entry has its highest index
+            info.max_entry_index = max(info.max_entry_index, last.index)
     return state
 
 

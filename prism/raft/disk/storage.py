@@ -211,8 +211,7 @@ class DiskStorage:
             raise
 
     def _apply(self, records: list[Record]) -> None:
-        for record in records:
-            self._state.apply(record)
+        self._state.apply_all(records)
 
     def _open_last_segment(self, *, needs_segment_start: bool) -> None:
         if not self._segments:
