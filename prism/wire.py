@@ -324,10 +324,19 @@ class _EntryKind:
         self._generic = _Struct(Entry)
 
     def encode(self, entry: Entry) -> list[object]:
-        term, index, seq = entry.term, entry.index, entry.seq
-        if term > MAX_WIRE_INT or index > MAX_WIRE_INT or seq > MAX_WIRE_INT:
-            return self._generic.encode(entry)  # raises the ValueError
-        return [term, index, int(entry.kind), entry.data, entry.client_id, seq]
+        (body,) = self.encode_all((entry,))
+        return body
+
+    def encode_all(self, entries: tuple[Entry, ...]) -> list[list[object]]:
+        """A ``tuple[Entry, ...]`` field in one loop. The kind goes as it is: msgpack packs
+        an IntEnum as its int."""
+        bodies = []
+        for entry in entries:
+            term, index, seq = entry.term, entry.index, entry.seq
+            if term > MAX_WIRE_INT or index > MAX_WIRE_INT or seq > MAX_WIRE_INT:
+                self._generic.encode(entry)  # raises the ValueError
+            bodies.append([term, index, entry.kind, entry.data, entry.client_id, seq])
+        return bodies
 
     def decode(self, raw: object) -> Entry:
         (entry,) = self.decode_all([raw])
@@ -381,10 +390,7 @@ def _kind_for(hint: object) -> _Kind:
         return _EntryKind().as_kind()
     if hint == tuple[Entry, ...]:
         entry_kind = _EntryKind()
-        return _Kind(
-            encode=lambda entries: [entry_kind.encode(entry) for entry in entries],
-            decode=entry_kind.decode_all,
-        )
+        return _Kind(encode=entry_kind.encode_all, decode=entry_kind.decode_all)
     if hint is int:
         return _Kind(encode=_encode_int, decode=_decode_int)
     if hint is bool or hint is str or hint is bytes:
