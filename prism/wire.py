@@ -41,10 +41,11 @@ The codec is driven by the dataclasses: field order and field types come from
 ``dataclasses.fields`` and the type annotations. Adding a message type is one line in
 ``TAGS``; a field of a type the codec cannot carry fails at import, not at run time.
 
-``Entry``, the one struct that travels by the hundred, has a hand-written codec with the
-same wire form and the same checks (``_EntryKind``): a well-formed entry is checked and
-built directly, slot by slot, without the dataclass's ``__init__``; anything else goes
-through the generic path, so errors read the same. An import-time check ties it to
+``Entry``, the one struct that travels by the hundred, has a hand-written codec for an
+append's ``tuple[Entry, ...]`` with the same wire form and the same checks (``_EntryKind``):
+one loop over the entries, each well-formed one checked and built directly, slot by slot,
+without the dataclass's ``__init__``; anything else goes through the generic path, so
+errors read the same. An import-time check ties it to
 ``Entry``'s fields, and a differential test to ``Entry``'s own validation.
 """
 
@@ -315,7 +316,8 @@ _ENTRY_KINDS: Final = {int(kind): kind for kind in EntryKind}
 
 
 class _EntryKind:
-    """``Entry``'s codec: what ``_Struct(Entry)`` does, without a call per field."""
+    """``tuple[Entry, ...]``'s codec: what ``_tuple_of(_Struct(Entry))`` does, without a call
+    per entry or per field."""
 
     def __init__(self) -> None:
         fields = tuple(f.name for f in dataclasses.fields(Entry))
@@ -323,13 +325,9 @@ class _EntryKind:
             raise TypeError(f"Entry's fields changed to {fields}: update _EntryKind")
         self._generic = _Struct(Entry)
 
-    def encode(self, entry: Entry) -> list[object]:
-        (body,) = self.encode_all((entry,))
-        return body
-
-    def encode_all(self, entries: tuple[Entry, ...]) -> list[list[object]]:
-        """A ``tuple[Entry, ...]`` field in one loop. The kind goes as it is: msgpack packs
-        an IntEnum as its int."""
+    def encode(self, entries: tuple[Entry, ...]) -> list[list[object]]:
+        """One loop over the entries. The kind goes as it is: msgpack packs an IntEnum as
+        its int."""
         bodies = []
         for entry in entries:
             term, index, seq = entry.term, entry.index, entry.seq
@@ -338,13 +336,9 @@ class _EntryKind:
             bodies.append([term, index, entry.kind, entry.data, entry.client_id, seq])
         return bodies
 
-    def decode(self, raw: object) -> Entry:
-        (entry,) = self.decode_all([raw])
-        return entry
-
-    def decode_all(self, raw: object) -> tuple[Entry, ...]:
-        """A ``tuple[Entry, ...]`` field: one loop over the array, no call per entry but
-        ``build_entry`` (a follower decodes every entry of every append)."""
+    def decode(self, raw: object) -> tuple[Entry, ...]:
+        """One loop over the array, no call per entry but ``build_entry`` (a follower decodes
+        every entry of every append)."""
         if type(raw) is not list:
             raise DecodeError(f"expected an array, got {type(raw).__name__}")
         kinds = _ENTRY_KINDS
@@ -386,11 +380,8 @@ class _EntryKind:
 
 def _kind_for(hint: object) -> _Kind:
     """The codec for a field annotated ``hint``; TypeError if the wire cannot carry it."""
-    if hint is Entry:
-        return _EntryKind().as_kind()
     if hint == tuple[Entry, ...]:
-        entry_kind = _EntryKind()
-        return _Kind(encode=entry_kind.encode_all, decode=entry_kind.decode_all)
+        return _EntryKind().as_kind()
     if hint is int:
         return _Kind(encode=_encode_int, decode=_decode_int)
     if hint is bool or hint is str or hint is bytes:

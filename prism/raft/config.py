@@ -87,7 +87,7 @@ class RaftConfig(Validated):
     A snapshot serializes the whole state machine in the event loop, so its cost per write
     is the state's size over this number: at 8,192 a node under 22,000 writes a second to
     1,024 keys of 1 KB spent 5-8% of its CPU on snapshots (py-spy); 32,768 takes a quarter
-    of that, and a restart replays at most about 0.15 s of log (4.6 µs an entry in
+    of that, and a restart replays at most about 0.16 s of log (4.8 µs an entry in
     ``benchmarks.raft_restart``). etcd takes 100,000, Consul checks 16,384 every 30 s. The
     log in memory past the snapshot grows to this many entries."""
 

@@ -114,9 +114,9 @@ def _strings(data: bytes, count: int) -> list[str]:
 class ApplyResult(NamedTuple):
     """What applying one entry did. ``ok`` is False for a failed cas or a bad command.
 
-    A named tuple rather than a frozen dataclass: every node builds one per write, and a
-    tuple is built in one step (``_put_result``: 0.16 µs, against 0.40 for a dataclass
-    set slot by slot)."""
+    A named tuple rather than a frozen dataclass: every node builds one per write, and the
+    put path builds it with ``tuple.__new__`` in one step (0.16 µs, against 0.40 for a
+    dataclass set slot by slot)."""
 
     index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing calls
     ok: bool

@@ -531,9 +531,9 @@ def test_entry_fast_path_agrees_with_the_dataclass(fields: list[object]) -> None
         expected = generic.decode(list(fields))
     except DecodeError:
         with pytest.raises(DecodeError):
-            fast.decode(list(fields))
+            fast.decode([list(fields)])
         return
-    entry = fast.decode(list(fields))
+    (entry,) = fast.decode([list(fields)])
     assert entry == expected
     assert type(entry) is Entry
     assert hash(entry) == hash(expected)
